@@ -1,0 +1,8 @@
+from django.apps import AppConfig
+
+
+class TenantsConfig(AppConfig):
+    """Tenants, users, memberships, API keys, invitations and authentication."""
+
+    name = "apps.tenants"
+    label = "tenants"

@@ -1,0 +1,1 @@
+"""Write use cases of the tenants app, split by sub-domain."""

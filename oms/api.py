@@ -1,0 +1,213 @@
+"""The NinjaAPI: default-deny auth, one error envelope for everything, the routers of the apps."""
+
+from __future__ import annotations
+
+import functools
+from decimal import Decimal
+from typing import Any
+
+import orjson
+import sentry_sdk
+import structlog
+from django.http import Http404, HttpRequest, HttpResponse
+from ninja import NinjaAPI
+from ninja.errors import AuthenticationError, HttpError
+from ninja.errors import ValidationError as NinjaValidationError
+from ninja.parser import Parser
+from ninja.renderers import BaseRenderer
+
+from apps.audit.api import router as audit_router
+from apps.common.context import current_trace_id
+from apps.common.errors import ERROR_CODES, DomainError
+from apps.tenants.api import auth_router, tenants_router
+from oms.system import router as system_router
+
+log = structlog.get_logger("oms.api")
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+class ORJSONRenderer(BaseRenderer):
+    media_type = "application/json"
+
+    def render(self, request: HttpRequest, data: Any, *, response_status: int) -> bytes:
+        return orjson.dumps(data, default=_default, option=orjson.OPT_UTC_Z | orjson.OPT_NON_STR_KEYS)
+
+
+class ORJSONParser(Parser):
+    def parse_body(self, request: HttpRequest) -> Any:
+        return orjson.loads(request.body)
+
+
+def envelope(
+    *, status: int, code: str, message: str, details: dict[str, Any] | None = None, hint: str | None = None
+) -> dict[str, Any]:
+    return {"trace_id": current_trace_id(), "code": code, "message": message, "details": details or {}, "hint": hint}
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    *,
+    details: dict[str, Any] | None = None,
+    hint: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> HttpResponse:
+    body = envelope(status=status, code=code, message=message, details=details, hint=hint)
+    response = HttpResponse(orjson.dumps(body, default=_default), status=status, content_type="application/json")
+    for name, value in (headers or {}).items():
+        response[name] = value
+    return response
+
+
+_SOURCES = {"body", "query", "path", "header", "cookie", "form", "file"}
+
+
+def field_errors(errors: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """Pydantic's error list → `{"field.path": ["message", …]}` without Ninja's wrapping names."""
+    fields: dict[str, list[str]] = {}
+    for error in errors:
+        loc = [str(part) for part in error.get("loc", ())]
+        if loc and loc[0] in _SOURCES:
+            source, loc = loc[0], loc[1:]
+            # Ninja nests a body schema under the handler's parameter name; drop it.
+            if source == "body" and len(loc) > 1:
+                loc = loc[1:]
+        path = ".".join(loc) or "body"
+        message = str(error.get("msg", "invalid"))
+        if error.get("type") == "extra_forbidden":
+            message = "unknown field" if not path.startswith(("query", "filters")) else "unknown parameter"
+        fields.setdefault(path, []).append(message.removeprefix("Value error, "))
+    return fields
+
+
+class OmsApi(NinjaAPI):
+    """NinjaAPI whose OpenAPI document lists the error envelope on every operation."""
+
+    def get_openapi_schema(self, *args: Any, **kwargs: Any) -> Any:
+        schema = super().get_openapi_schema(*args, **kwargs)
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components["ErrorOut"] = _ERROR_SCHEMA
+        ref = {"$ref": "#/components/schemas/ErrorOut"}
+        for path_item in schema.get("paths", {}).values():
+            for operation in path_item.values():
+                responses = operation.setdefault("responses", {})
+                codes = [400, 401, 403, 404, 405, 409, 422, 423, 428, 429, 500, 503]
+                if not operation.get("security"):
+                    codes = [400, 404, 405, 422, 429, 500, 503]
+                for status in codes:
+                    responses.setdefault(
+                        str(status),
+                        {
+                            "description": " / ".join(ERROR_CODES[status]),
+                            "content": {"application/json": {"schema": ref}},
+                        },
+                    )
+        return schema
+
+
+_ERROR_SCHEMA = {
+    "title": "ErrorOut",
+    "type": "object",
+    "properties": {
+        "trace_id": {"type": "string"},
+        "code": {"type": "string"},
+        "message": {"type": "string"},
+        "details": {"type": "object"},
+        "hint": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+    },
+    "required": ["trace_id", "code", "message", "details", "hint"],
+}
+
+
+api = OmsApi(
+    title="IB OMS API",
+    version="1",
+    description="Multi-tenant Order Management System for Interactive Brokers. See API.md for the contract.",
+    urls_namespace="api-v1",
+    renderer=ORJSONRenderer(),
+    parser=ORJSONParser(),
+    docs_url="/docs",
+    openapi_url="/openapi.json",
+)
+
+
+def reject_unknown_query_parameters(run: Any) -> Any:
+    """API.md: unknown query parameters are a 422 (a misspelt filter must not silently match all)."""
+    operation = run.__self__
+    allowed: set[str] = set()
+    for model in operation.models:
+        if getattr(model, "__ninja_param_source__", None) == "query":
+            flatten_map = getattr(model, "__ninja_flatten_map__", None)
+            allowed |= set(flatten_map or {field.alias or name for name, field in model.model_fields.items()})
+
+    @functools.wraps(run)
+    def checked(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        unknown = sorted(set(request.GET) - allowed)
+        if unknown:
+            return error_response(
+                422,
+                "VALIDATION_ERROR",
+                "Unknown query parameters",
+                details={name: ["unknown parameter"] for name in unknown},
+                hint=f"Allowed here: {', '.join(sorted(allowed)) or 'none'}",
+            )
+        return run(request, *args, **kwargs)
+
+    return checked
+
+
+api.add_decorator(reject_unknown_query_parameters, mode="view")
+
+
+@api.exception_handler(DomainError)
+def _domain_error(request: HttpRequest, exc: DomainError) -> HttpResponse:
+    return error_response(exc.status, exc.code, exc.message, details=exc.details, hint=exc.hint, headers=exc.headers)
+
+
+@api.exception_handler(NinjaValidationError)
+def _validation_error(request: HttpRequest, exc: NinjaValidationError) -> HttpResponse:
+    return error_response(422, "VALIDATION_ERROR", "Invalid input", details=field_errors(exc.errors))
+
+
+@api.exception_handler(AuthenticationError)
+def _authentication_error(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
+    return error_response(
+        401,
+        "AUTHENTICATION_FAILED",
+        "Authentication required",
+        hint="Send 'Authorization: Bearer <access token>' or 'X-API-Key: <key>'",
+    )
+
+
+@api.exception_handler(HttpError)
+def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+    if exc.status_code == 400:
+        return error_response(400, "MALFORMED_REQUEST", "Request body is not valid JSON")
+    code = ERROR_CODES.get(exc.status_code, ("INTERNAL_ERROR",))[0]
+    return error_response(exc.status_code, code, str(exc))
+
+
+@api.exception_handler(Http404)
+def _not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
+    return error_response(404, "NOT_FOUND", "Not found")
+
+
+@api.exception_handler(Exception)
+def _unhandled(request: HttpRequest, exc: Exception) -> HttpResponse:
+    log.exception("api.unhandled_exception", path=request.path, method=request.method)
+    sentry_sdk.capture_exception(exc)
+    return error_response(
+        500, "INTERNAL_ERROR", "Internal error", hint="Quote the trace_id when you report this problem"
+    )
+
+
+api.add_router("/auth", auth_router)
+api.add_router("/tenants", tenants_router)
+api.add_router("/audit", audit_router)
+api.add_router("", system_router)

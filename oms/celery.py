@@ -1,0 +1,70 @@
+"""The Celery app: Redis broker, named queues routed by app, beat schedule in the database."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import structlog
+from celery import Celery, signals
+from kombu import Queue
+
+from apps.common.context import set_trace_id
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "oms.settings")
+
+QUEUES = ("default", "orders", "marketdata", "reconcile", "webhooks", "allocator", "strategies")
+
+app = Celery("oms")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.conf.update(
+    task_queues=[Queue(name) for name in QUEUES],
+    task_default_queue="default",
+    # Each app's tasks go to its own queue, so production can scale (or isolate) them apart.
+    task_routes={
+        "apps.orders.*": {"queue": "orders"},
+        "apps.marketdata.*": {"queue": "marketdata"},
+        "apps.portfolio.*": {"queue": "reconcile"},
+        "apps.webhooks.*": {"queue": "webhooks"},
+        "apps.allocator.*": {"queue": "allocator"},
+        "apps.rebalancer.*": {"queue": "orders"},
+        "apps.strategies.*": {"queue": "strategies"},
+    },
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    worker_prefetch_multiplier=1,
+    task_serializer="json",
+    accept_content=["json"],
+    result_expires=3600,
+    broker_connection_retry_on_startup=True,
+    beat_schedule={
+        "partitions-maintain": {
+            "task": "apps.common.tasks.partitions_maintain_task",
+            "schedule": 6 * 3600.0,
+        },
+    },
+)
+app.autodiscover_tasks()
+
+
+@signals.before_task_publish.connect
+def _propagate_trace_id(headers: dict[str, Any] | None = None, **_: Any) -> None:
+    """Carry the publishing request's trace id into the task, so logs and audit rows join up."""
+    trace_id = structlog.contextvars.get_contextvars().get("trace_id")
+    if headers is not None and trace_id:
+        headers["trace_id"] = trace_id
+
+
+@signals.task_prerun.connect
+def _bind_trace_id(task: Any = None, **_: Any) -> None:
+    trace_id = getattr(task.request, "trace_id", None) if task else None
+    if trace_id:
+        set_trace_id(trace_id)
+        structlog.contextvars.bind_contextvars(trace_id=trace_id, task=task.name)
+    else:
+        structlog.contextvars.clear_contextvars()
+
+
+@signals.task_postrun.connect
+def _unbind_trace_id(**_: Any) -> None:
+    structlog.contextvars.clear_contextvars()
