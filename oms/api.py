@@ -98,8 +98,6 @@ class OmsApi(NinjaAPI):
             for operation in path_item.values():
                 responses = operation.setdefault("responses", {})
                 codes = [400, 401, 403, 404, 405, 409, 422, 423, 428, 429, 500, 503]
-                if not operation.get("security"):
-                    codes = [400, 404, 405, 422, 429, 500, 503]
                 for status in codes:
                     responses.setdefault(
                         str(status),

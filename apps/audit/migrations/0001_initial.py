@@ -61,7 +61,8 @@ class Migration(migrations.Migration):
             CREATE FUNCTION audit_refuse_mutation() RETURNS trigger LANGUAGE plpgsql AS $$
             BEGIN
                 IF coalesce(current_setting('oms.audit_maintenance', true), '') = 'on' THEN
-                    RETURN OLD;
+                    IF TG_OP = 'DELETE' THEN RETURN OLD; END IF;
+                    RETURN NEW;
                 END IF;
                 RAISE EXCEPTION 'audit log is append-only (% refused)', TG_OP;
             END $$;

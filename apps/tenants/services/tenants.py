@@ -34,7 +34,12 @@ def tenant_snapshot(tenant: Tenant) -> dict[str, Any]:
 
 
 def _validate_tenant_changes(changes: dict[str, Any]) -> None:
-    errors: dict[str, list[str]] = {}
+    errors: dict[str, list[str]] = {
+        name: ["must not be null" + (" (send [] to clear)" if name in {"ip_allowlist", "mfa_required_roles"} else "")]
+        for name, value in changes.items()
+        if value is None
+    }
+    changes = {name: value for name, value in changes.items() if value is not None}
     if "name" in changes and not str(changes["name"]).strip():
         errors["name"] = ["must not be blank"]
     if "display_timezone" in changes:

@@ -1,0 +1,172 @@
+"""Sweeps over every route of the API, so that a new endpoint cannot forget auth, scopes or tenancy.
+
+When you add an endpoint:
+- a public one (no auth) goes into PUBLIC_ROUTES, with a reason;
+- each new path parameter name gets a factory in PATH_PARAM_FACTORIES that creates an object of
+  that kind in the given tenant and returns its id (used for the cross-tenant 404 check);
+- a route whose body must be valid before the 404 can show gets an entry in BODIES (and HEADERS
+  for required headers such as If-Match).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.apps import apps as django_apps
+from django.utils import timezone
+
+from apps.tenants.models import ApiKey, Invitation, Tenant
+from apps.tenants.scopes import ROLE_RANK, Role, scopes_for
+from oms.api import api
+from tests.conftest import Api, make_member
+
+pytestmark = pytest.mark.django_db
+
+PUBLIC_ROUTES = {
+    ("POST", "/auth/token"): "sign-in",
+    ("POST", "/auth/token/refresh"): "token rotation proves itself with the refresh token",
+    ("POST", "/tenants/invitations/accept"): "the invitation token is the credential",
+    ("GET", "/health/live"): "probes",
+    ("GET", "/health/ready"): "probes",
+    ("GET", "/version"): "public build information",
+}
+
+
+def _membership(tenant: Tenant) -> str:
+    return str(make_member(tenant, Role.VIEWER).user.memberships.get(tenant=tenant).id)
+
+
+def _api_key(tenant: Tenant) -> str:
+    member = make_member(tenant, Role.ADMIN)
+    return str(
+        ApiKey.objects.create(
+            tenant=tenant, created_by=member.user, name="k", prefix=uuid.uuid4().hex[:12], secret_hash="0" * 64
+        ).id
+    )
+
+
+def _invitation(tenant: Tenant) -> str:
+    return str(
+        Invitation.objects.create(
+            tenant=tenant,
+            email=f"{uuid.uuid4().hex[:8]}@example.com",
+            role=Role.VIEWER,
+            token_hash=uuid.uuid4().hex,
+            expires_at=timezone.now() + timezone.timedelta(days=1),
+        ).id
+    )
+
+
+PATH_PARAM_FACTORIES: dict[str, Callable[[Tenant], str]] = {
+    "membership_id": _membership,
+    "api_key_id": _api_key,
+    "invitation_id": _invitation,
+}
+
+BODIES: dict[tuple[str, str], Any] = {
+    ("PATCH", "/tenants/current/members/{membership_id}"): {"role": "VIEWER"},
+}
+HEADERS: dict[tuple[str, str], dict[str, str]] = {}
+
+
+def all_operations() -> list[tuple[str, str, Any]]:
+    """(method, path under /api/v1, operation) for every operation of the API."""
+    found = []
+    for bound in api._get_bound_routers():
+        for path, path_view in bound.path_operations.items():
+            full = "/" + "/".join(part.strip("/") for part in (bound.prefix, path) if part.strip("/"))
+            for operation in path_view.operations:
+                found.extend((method, full, operation) for method in operation.methods)
+    return found
+
+
+def _path_params(path: str) -> list[str]:
+    return re.findall(r"{(?:\w+:)?(\w+)}", path)
+
+
+def _fill(path: str, values: dict[str, str]) -> str:
+    return re.sub(r"{(?:\w+:)?(\w+)}", lambda match: values[match.group(1)], path)
+
+
+def _role_lacking(scope: Any) -> Role | None:
+    needed = {scope} if isinstance(scope, str) else set(scope)
+    lacking = [role for role in Role if not scopes_for(role) & needed]
+    return max(lacking, key=lambda role: ROLE_RANK[role]) if lacking else None
+
+
+OPERATIONS = all_operations()
+
+
+def test_routes_were_found():
+    assert len(OPERATIONS) > 20
+
+
+@pytest.mark.parametrize(("method", "path"), [(m, p) for m, p, _ in OPERATIONS])
+def test_every_route_declares_auth_or_is_listed_public(method, path):
+    operation = next(op for m, p, op in OPERATIONS if (m, p) == (method, path))
+    if (method, path) in PUBLIC_ROUTES:
+        assert not operation.auth_callbacks, f"{method} {path} is listed public but has auth"
+        return
+    assert operation.auth_callbacks, f"{method} {path} has no auth: use scoped(...) or list it in PUBLIC_ROUTES"
+    assert all(hasattr(callback, "required_scope") for callback in operation.auth_callbacks), (
+        f"{method} {path}: declare auth with apps.tenants.auth.scoped()"
+    )
+
+
+@pytest.mark.parametrize(
+    ("method", "path"), [(m, p) for m, p, op in OPERATIONS if op.auth_callbacks and (m, p) not in PUBLIC_ROUTES]
+)
+def test_every_route_refuses_no_credentials_and_missing_scope(method, path, tenant):
+    operation = next(op for m, p, op in OPERATIONS if (m, p) == (method, path))
+    url = _fill(path, {name: str(uuid.uuid4()) for name in _path_params(path)})
+    body = BODIES.get((method, path), {}) if method in {"POST", "PUT", "PATCH"} else None
+    anonymous = Api().request(method, url, body)
+    assert anonymous.status_code == 401, f"{method} {path} without credentials: {anonymous.status_code}"
+    assert anonymous.json_body["code"] == "AUTHENTICATION_FAILED"
+    scope = operation.auth_callbacks[0].required_scope
+    role = _role_lacking(scope) if scope else None
+    if role is None:
+        return
+    member = make_member(tenant, role)
+    refused = member.api.request(method, url, body)
+    assert refused.status_code == 403, f"{method} {path} as {role} (lacks {scope}): {refused.status_code}"
+    assert refused.json_body["code"] == "PERMISSION_DENIED"
+    # An API key of an ADMIN without the scope is refused too.
+    key_holder = make_member(tenant, Role.ADMIN)
+    granted = sorted(scopes_for(Role.ADMIN) - ({scope} if isinstance(scope, str) else set(scope)))
+    created = key_holder.api.post("/auth/api-keys", {"name": "sweep", "scopes": granted})
+    keyed = Api({"X-API-Key": created.json_body["key"]}).request(method, url, body)
+    assert keyed.status_code == 403, f"{method} {path} with a key lacking {scope}: {keyed.status_code}"
+
+
+def _database_fingerprint() -> str:
+    digest = hashlib.sha256()
+    for model in django_apps.get_models():
+        if not model.__module__.startswith("apps."):
+            continue
+        rows = model.objects.order_by("pk").values_list()
+        digest.update(f"{model._meta.label}:{list(rows)!r}".encode())
+    return digest.hexdigest()
+
+
+TENANT_OBJECT_ROUTES = [(m, p) for m, p, op in OPERATIONS if _path_params(p) and (m, p) not in PUBLIC_ROUTES]
+
+
+@pytest.mark.parametrize(("method", "path"), TENANT_OBJECT_ROUTES)
+def test_another_tenants_object_is_404_and_nothing_changes(method, path, tenant, other_tenant):
+    missing = [name for name in _path_params(path) if name not in PATH_PARAM_FACTORIES]
+    assert not missing, f"register factories for path parameters {missing} in tests/test_sweeps.py"
+    values = {name: PATH_PARAM_FACTORIES[name](other_tenant) for name in _path_params(path)}
+    member = make_member(tenant, Role.ADMIN)
+    before = _database_fingerprint()
+    body = BODIES.get((method, path), {}) if method in {"POST", "PUT", "PATCH"} else None
+    response = member.api.request(method, _fill(path, values), body, headers=HEADERS.get((method, path)))
+    assert response.status_code == 404, f"{method} {path} with another tenant's ids: {response.status_code}"
+    assert response.json_body["code"] == "NOT_FOUND"
+    assert _database_fingerprint() == before, f"{method} {path} changed something for another tenant's ids"
+
