@@ -169,4 +169,3 @@ def test_another_tenants_object_is_404_and_nothing_changes(method, path, tenant,
     assert response.status_code == 404, f"{method} {path} with another tenant's ids: {response.status_code}"
     assert response.json_body["code"] == "NOT_FOUND"
     assert _database_fingerprint() == before, f"{method} {path} changed something for another tenant's ids"
-

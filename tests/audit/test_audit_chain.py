@@ -102,7 +102,7 @@ def test_concurrent_appends_form_one_unbroken_chain(tenant):
             for _ in range(10):
                 with transaction.atomic():
                     _append(tenant.id, 1, action="concurrent")
-        except BaseException as exc:  # noqa: BLE001  # reported by the assertion below
+        except BaseException as exc:  # reported by the assertion below
             errors.append(exc)
         finally:
             connections.close_all()

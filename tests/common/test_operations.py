@@ -65,8 +65,14 @@ def test_admin_changes_are_audited(db):
     client.force_login(staff)
     response = client.post(
         f"/admin/tenants/tenant/{tenant.id}/change/",
-        {"slug": "adm", "name": "Renamed by ops", "display_timezone": "UTC", "status": "ACTIVE",
-         "ip_allowlist": "", "mfa_required_roles": ""},
+        {
+            "slug": "adm",
+            "name": "Renamed by ops",
+            "display_timezone": "UTC",
+            "status": "ACTIVE",
+            "ip_allowlist": "",
+            "mfa_required_roles": "",
+        },
     )
     assert response.status_code == 302, response.content[:500]
     entry = AuditLog.objects.get(action="admin.change", resource_type="tenants.tenant")

@@ -32,8 +32,10 @@ def _partitions() -> set[str]:
 
 def test_audit_log_is_a_partitioned_table_with_months_ahead():
     with connection.cursor() as cursor:
-        cursor.execute("SELECT partstrat FROM pg_partitioned_table t JOIN pg_class c ON c.oid = t.partrelid "
-                       "WHERE c.relname = 'audit_auditlog'")
+        cursor.execute(
+            "SELECT partstrat FROM pg_partitioned_table t JOIN pg_class c ON c.oid = t.partrelid "
+            "WHERE c.relname = 'audit_auditlog'"
+        )
         assert cursor.fetchone() == ("r",)
     today = date.today()
     expected = {partitioning.partition_name("audit_auditlog", partitioning.month_start(today, k)) for k in range(0, 3)}

@@ -63,7 +63,9 @@ def test_members_list_add_change_remove(admin, db):
     assert changed.json_body["role"] == "VIEWER"
     assert admin.api.delete(f"/tenants/current/members/{added.json_body['id']}").status_code == 204
     assert not Membership.objects.filter(user=outsider).exists()
-    actions = list(AuditLog.objects.filter(action__startswith="membership.").order_by("seq").values_list("action", flat=True))
+    actions = list(
+        AuditLog.objects.filter(action__startswith="membership.").order_by("seq").values_list("action", flat=True)
+    )
     assert actions == ["membership.created", "membership.updated", "membership.deleted"]
 
 
@@ -120,7 +122,9 @@ def test_expired_or_revoked_invitation_cannot_be_accepted(admin, anonymous):
 
 
 def test_trader_cannot_invite(trader):
-    assert trader.api.post("/tenants/current/invitations", {"email": "x@example.com", "role": "VIEWER"}).status_code == 403
+    assert (
+        trader.api.post("/tenants/current/invitations", {"email": "x@example.com", "role": "VIEWER"}).status_code == 403
+    )
     assert not Invitation.objects.exists()
 
 
@@ -158,3 +162,12 @@ def test_seed_demo_creates_the_documented_credentials(db):
     response = Api().post("/auth/token", {"username": "admin@demo.example", "password": "demo-admin-pass"})
     assert response.status_code == 200
     assert Tenant.objects.filter(slug="demo").count() == 1
+
+
+def test_null_for_a_required_setting_is_422_not_500(admin):
+    response = admin.api.patch("/tenants/current", {"display_timezone": None, "ip_allowlist": None})
+    assert response.status_code == 422
+    assert response.json_body["details"] == {
+        "display_timezone": ["must not be null"],
+        "ip_allowlist": ["must not be null (send [] to clear)"],
+    }
