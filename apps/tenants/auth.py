@@ -13,9 +13,10 @@ import ipaddress
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
+from uuid import UUID
 
 from django.conf import settings
-from django.db.models import Exists, OuterRef
+from django.db.models import OuterRef
 from django.http import HttpRequest
 from django.utils import timezone
 from ninja.security import APIKeyHeader, HttpBearer
@@ -26,9 +27,10 @@ from rest_framework_simplejwt.tokens import AccessToken
 from apps.common.context import Actor, ActorKind
 from apps.common.errors import AuthenticationFailed, PermissionDenied, RateLimited
 from apps.tenants import ratelimit
-from apps.tenants.models import ApiKey, Membership, Tenant, TokenFamily
+from apps.tenants.models import ApiKey, Membership, Tenant
 from apps.tenants.principal import Principal
 from apps.tenants.scopes import Role, scopes_for
+from apps.tenants.selectors import session_member_get
 
 API_KEY_PREFIX = "oms_"
 LAST_USED_GRANULARITY = timedelta(minutes=1)
@@ -121,28 +123,26 @@ class JWTAuth(HttpBearer):
         except TokenError as exc:
             raise AuthenticationFailed(f"Access token rejected: {exc}") from exc
         try:
-            membership = (
-                Membership.objects.select_related("user", "tenant")
-                .annotate(
-                    family_revoked=Exists(
-                        TokenFamily.objects.filter(id=claims.get("fam"), revoked_at__isnull=False).values("id")
-                    )
-                )
-                .get(user_id=claims["user_id"], tenant_id=claims["tenant_id"])
+            member = session_member_get(
+                user_id=UUID(claims["user_id"]),
+                tenant_id=UUID(claims["tenant_id"]),
+                family_id=UUID(claims["fam"]) if claims.get("fam") else None,
             )
-        except (Membership.DoesNotExist, KeyError, ValueError) as exc:
-            raise AuthenticationFailed("Access token no longer grants access to this tenant") from exc
-        if membership.family_revoked:  # type: ignore[attr-defined]
+        except (KeyError, ValueError, TypeError) as exc:
+            raise AuthenticationFailed("Access token is missing its user, tenant or session") from exc
+        if member is None:
+            raise AuthenticationFailed("Access token no longer grants access to this tenant")
+        if member.session_revoked:
             raise AuthenticationFailed("Access token was revoked (signed out)")
-        user, tenant = membership.user, membership.tenant
+        user, tenant = member.user, member.tenant
         if not user.is_active or tenant.status != Tenant.Status.ACTIVE:
             raise AuthenticationFailed("The user or the tenant is deactivated")
         enrolment_only = bool(claims.get("mfa_enrolment_only"))
         principal = Principal(
             tenant=tenant,
             user=user,
-            role=Role(membership.role),
-            scopes=frozenset() if enrolment_only else scopes_for(membership.role),
+            role=Role(member.role),
+            scopes=frozenset() if enrolment_only else scopes_for(member.role),
             actor=request_actor(request, kind=ActorKind.USER, label=user.email, user_id=user.id),
             token_family_id=claims.get("fam"),
             mfa_enrolment_only=enrolment_only,
