@@ -82,29 +82,46 @@ def main() -> None:
     }
     subprocess.run([PYTHON, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
     subprocess.run(
-        [PYTHON, "manage.py", "create_tenant", "bench", "--name", "Bench", "--admin-email", "bench@bench.example",
-         "--admin-password", "bench-password-123"],
-        cwd=ROOT, env=env, check=True, capture_output=True,
+        [
+            PYTHON,
+            "manage.py",
+            "create_tenant",
+            "bench",
+            "--name",
+            "Bench",
+            "--admin-email",
+            "bench@bench.example",
+            "--admin-password",
+            "bench-password-123",
+        ],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
     )
     port = free_port()
     server = subprocess.Popen(
         [str(ROOT / ".venv/bin/gunicorn"), "oms.wsgi", "-c", "config/gunicorn.conf.py", "--bind", f"127.0.0.1:{port}"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     base = f"http://127.0.0.1:{port}/api/v1"
     try:
         for _ in range(100):
             try:
-                urllib.request.urlopen(f"{base}/health/live", timeout=1)  # noqa: S310
+                urllib.request.urlopen(f"{base}/health/live", timeout=1)
                 break
             except OSError:
                 time.sleep(0.1)
-        request = urllib.request.Request(  # noqa: S310
+        request = urllib.request.Request(
             f"{base}/auth/token",
             data=json.dumps({"username": "bench@bench.example", "password": "bench-password-123"}).encode(),
             headers={"Content-Type": "application/json"},
         )
-        token = json.load(urllib.request.urlopen(request, timeout=5))["access"]  # noqa: S310
+        token = json.load(urllib.request.urlopen(request, timeout=5))["access"]
         wrk = ensure_wrk()
         print(f"machine: {machine()}")
         print(f"server: gunicorn gthread, {os.environ.get('WEB_CONCURRENCY', str((os.cpu_count() or 1) * 2))} workers")
@@ -113,12 +130,23 @@ def main() -> None:
         for path in ("/auth/me", "/tenants/current/members"):
             subprocess.run(  # warm-up: connections, pools, caches
                 [wrk, "-t2", f"-c{CONNECTIONS}", "-d2s", "-H", f"Authorization: Bearer {token}", base + path],
-                capture_output=True, check=True,
+                capture_output=True,
+                check=True,
             )
             result = subprocess.run(
-                [wrk, "-t2", f"-c{CONNECTIONS}", f"-d{DURATION}", "--latency", "-H",
-                 f"Authorization: Bearer {token}", base + path],
-                capture_output=True, text=True, check=True,
+                [
+                    wrk,
+                    "-t2",
+                    f"-c{CONNECTIONS}",
+                    f"-d{DURATION}",
+                    "--latency",
+                    "-H",
+                    f"Authorization: Bearer {token}",
+                    base + path,
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
             )
             figures = parse_wrk(result.stdout)
             verdict = "met" if figures["rps"] >= TARGET_RPS and figures["p99_ms"] < TARGET_P99_MS else "MISSED"
