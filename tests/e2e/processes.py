@@ -47,7 +47,7 @@ def running(command: str, env: dict[str, str], name: str) -> Iterator[subprocess
     """Start `command` in its own process group and kill the whole group afterwards."""
     (ROOT / "var").mkdir(exist_ok=True)
     log = open(ROOT / "var" / f"test-{name}-{os.getpid()}.log", "wb")  # noqa: SIM115  # closed below
-    process = subprocess.Popen(  # noqa: S602  # Procfile lines are shell commands
+    process = subprocess.Popen(  # Procfile lines are shell commands
         command, shell=True, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
     )
     try:
@@ -68,7 +68,7 @@ def wait_http(url: str, *, timeout: float = 30.0, process: subprocess.Popen[byte
         if process is not None and process.poll() is not None:
             raise RuntimeError(f"process exited with {process.returncode} before {url} answered")
         try:
-            urllib.request.urlopen(url, timeout=2)  # noqa: S310  # loopback only
+            urllib.request.urlopen(url, timeout=2)  # loopback only
             return
         except urllib.error.HTTPError:
             return  # it answered

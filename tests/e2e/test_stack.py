@@ -10,15 +10,15 @@ import pytest
 from django.core.management import call_command
 
 from apps.common.tasks import partitions_maintain_task
-from tests.e2e.processes import free_port, procfile, running, child_environment, wait_http
+from tests.e2e.processes import child_environment, free_port, procfile, running, wait_http
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 
 def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
-    request = urllib.request.Request(url, headers=headers or {})  # noqa: S310
+    request = urllib.request.Request(url, headers=headers or {})
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, response.read()
     except urllib.error.HTTPError as error:
         return error.code, error.read()
@@ -36,12 +36,12 @@ def test_web_and_stream_processes_serve_docs_admin_and_api_with_demo_credentials
         assert _get(f"{base}/api/v1/docs")[0] == 200
         assert _get(f"{base}/admin/login/")[0] == 200
         assert json.loads(_get(f"{base}/api/v1/openapi.json")[1])["info"]["title"] == "IB OMS API"
-        login = urllib.request.Request(  # noqa: S310
+        login = urllib.request.Request(
             f"{base}/api/v1/auth/token",
             data=json.dumps({"username": "admin@demo.example", "password": "demo-admin-pass"}).encode(),
             headers={"Content-Type": "application/json"},
         )
-        token = json.load(urllib.request.urlopen(login, timeout=10))["access"]  # noqa: S310
+        token = json.load(urllib.request.urlopen(login, timeout=10))["access"]
         status, body = _get(f"{base}/api/v1/auth/me", {"Authorization": f"Bearer {token}"})
         assert status == 200
         assert json.loads(body)["tenant"]["slug"] == "demo"
