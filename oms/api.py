@@ -99,13 +99,13 @@ class OmsApi(NinjaAPI):
                 responses = operation.setdefault("responses", {})
                 codes = [400, 401, 403, 404, 405, 409, 422, 423, 428, 429, 500, 503]
                 for status in codes:
-                    responses.setdefault(
-                        str(status),
-                        {
-                            "description": " / ".join(ERROR_CODES[status]),
-                            "content": {"application/json": {"schema": ref}},
-                        },
-                    )
+                    # Ninja keys responses by int; one declared by the route wins over the default.
+                    if status in responses or str(status) in responses:
+                        continue
+                    responses[status] = {
+                        "description": " / ".join(ERROR_CODES[status]),
+                        "content": {"application/json": {"schema": ref}},
+                    }
         return schema
 
 
