@@ -37,8 +37,7 @@ run: services-check ## install, migrate, seed the demo tenant, start every proce
 	@$(PY) scripts/banner.py
 	exec $(BIN)/honcho -f config/Procfile -d . start
 
-test: install lint ## lint, then the whole test suite against the real PostgreSQL and Redis
-	$(PY) scripts/preflight.py --no-create
+test: install lint services-check migrations-check ## lint, then the whole test suite against the real PostgreSQL and Redis
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: install ## ruff, the import-linter layer contract, mypy on the pure domain modules
@@ -55,8 +54,7 @@ migrations-check: install ## fail if a model change has no migration
 	$(PY) manage.py makemigrations --check --dry-run
 
 openapi: install ## export the OpenAPI document to openapi.json
-	$(PY) manage.py export_openapi --output openapi.json
-	@echo "wrote openapi.json"
+	$(PY) scripts/export_openapi.py --output openapi.json
 
 bench: install ## run the benchmarks in bench/ (they start what they need)
 	@for script in bench/*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
