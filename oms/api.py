@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 import sentry_sdk
 import structlog
+from django.db import DataError
 from django.http import Http404, HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError
@@ -189,6 +190,14 @@ def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
         return error_response(400, "MALFORMED_REQUEST", "Request body is not valid JSON")
     code = ERROR_CODES.get(exc.status_code, ("INTERNAL_ERROR",))[0]
     return error_response(exc.status_code, code, str(exc))
+
+
+@api.exception_handler(DataError)
+def _data_error(request: HttpRequest, exc: DataError) -> HttpResponse:
+    # Defence in depth: input the schemas let through but PostgreSQL cannot store or compare
+    # (a NUL character, a number past a column's range) is the client's error, not a 500.
+    log.warning("api.data_error", path=request.path, error=str(exc).splitlines()[0])
+    return error_response(422, "VALIDATION_ERROR", "A value is out of range or holds characters that cannot be stored")
 
 
 @api.exception_handler(Http404)

@@ -9,6 +9,8 @@ from uuid import UUID
 from ninja import Schema
 from pydantic import ConfigDict, Field
 
+from apps.common.schemas import UtcDateTime
+
 
 class AuditLogQuery(Schema):
     model_config = ConfigDict(extra="forbid")
@@ -16,8 +18,8 @@ class AuditLogQuery(Schema):
     actor: str | None = Field(default=None, max_length=255, description="actor label (email) or user / key id")
     action: str | None = Field(default=None, max_length=100)
     resource: str | None = Field(default=None, max_length=400, description="'type' or 'type:id'")
-    from_: datetime | None = Field(default=None, alias="from")
-    to: datetime | None = None
+    from_: UtcDateTime | None = Field(default=None, alias="from")
+    to: UtcDateTime | None = None
     limit: int = Field(default=50, ge=1, le=500)
     cursor: str | None = Field(default=None, max_length=200)
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Generic, TypeVar
 
 from ninja import Schema
-from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
+from pydantic import AfterValidator, BeforeValidator, PlainSerializer, WithJsonSchema
 
 
 def _parse_decimal(value: Any) -> Decimal:
@@ -28,6 +29,19 @@ DecimalStr = Annotated[
     PlainSerializer(lambda value: format(value, "f"), return_type=str),
     WithJsonSchema({"type": "string", "format": "decimal", "pattern": r"^-?\d+(\.\d+)?$", "example": "101.25"}),
 ]
+
+
+def _to_utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("must include a time zone (Z or ±hh:mm)")
+    try:
+        return value.astimezone(UTC)
+    except (OverflowError, ValueError) as exc:
+        raise ValueError("is out of range") from exc
+
+
+# Aware datetimes, normalised to UTC before they reach a query (PostgreSQL refuses offsets past ±15:59).
+UtcDateTime = Annotated[datetime, AfterValidator(_to_utc)]
 
 
 class ErrorOut(Schema):

@@ -8,6 +8,8 @@ from uuid import UUID
 from ninja import Schema
 from pydantic import ConfigDict, EmailStr, Field
 
+from apps.common.schemas import UtcDateTime
+
 
 class StrictIn(Schema):
     """Input schemas refuse unknown fields, so a typo is an error and not silently ignored."""
@@ -64,7 +66,7 @@ class MeOut(Schema):
 class ApiKeyIn(StrictIn):
     name: str = Field(min_length=1, max_length=100)
     scopes: list[str] = Field(min_length=1, max_length=64)
-    expires_at: datetime | None = None
+    expires_at: UtcDateTime | None = None
 
 
 class ApiKeyOut(Schema):

@@ -98,3 +98,11 @@ def test_openapi_document_lists_the_error_envelope_on_every_operation(anonymous)
         for method, operation in item.items():
             assert "422" in operation["responses"], f"{method} {path}"
             assert "500" in operation["responses"], f"{method} {path}"
+
+
+def test_datetimes_need_a_zone_and_are_normalised_to_utc(admin):
+    assert admin.api.get("/audit/logs?from=2026-01-01T00:00:00").json_body["details"] == {
+        "from": ["must include a time zone (Z or ±hh:mm)"]
+    }
+    assert admin.api.get("/audit/logs?from=3338-04-25T04:35:14%2B16:51").status_code == 200
+    assert admin.api.get("/audit/logs?to=9999-12-31T23:59:59-10:00").status_code == 422
