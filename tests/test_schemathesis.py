@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import schemathesis
 from django.core import signals
@@ -13,6 +15,8 @@ from hypothesis import HealthCheck, settings
 from apps.tenants.scopes import Role
 from tests.conftest import make_member, make_tenant
 
+# More examples for a deeper local run: SCHEMATHESIS_MAX_EXAMPLES=200 make test
+MAX_EXAMPLES = int(os.environ.get("SCHEMATHESIS_MAX_EXAMPLES", "12"))
 schema = schemathesis.openapi.from_wsgi("/api/v1/openapi.json", get_wsgi_application())
 
 CHECKS = [
@@ -41,7 +45,7 @@ def admin_headers(db):
 
 @pytest.mark.django_db
 @schema.parametrize()
-@settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=MAX_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 @override_settings(RATE_LIMIT_ENABLED=False)
 def test_api_conforms_to_its_schema(case, admin_headers):
     case.call_and_validate(headers=admin_headers, checks=CHECKS)
