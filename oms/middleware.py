@@ -22,7 +22,7 @@ REQUESTS = Counter("oms_http_requests_total", "HTTP requests", ["method", "route
 LATENCY = Histogram(
     "oms_http_request_duration_seconds",
     "HTTP request latency",
-    ["method", "route"],
+    ["method", "route", "status"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 
@@ -73,8 +73,9 @@ class MetricsMiddleware:
         response = self.get_response(request)
         match = getattr(request, "resolver_match", None)
         route = match.route if match is not None else "<unmatched>"
-        LATENCY.labels(request.method, route).observe(time.perf_counter() - started)
-        REQUESTS.labels(request.method, route, str(response.status_code)).inc()
+        status = str(response.status_code)
+        LATENCY.labels(request.method, route, status).observe(time.perf_counter() - started)
+        REQUESTS.labels(request.method, route, status).inc()
         return response
 
 

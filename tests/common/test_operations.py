@@ -46,7 +46,9 @@ def test_metrics_count_requests_by_route_and_status(admin):
     admin.api.get("/auth/me")
     text = Client().get("/metrics").content.decode()
     assert 'oms_http_requests_total{method="GET",route="api/v1/auth/me",status="200"}' in text
-    assert "oms_http_request_duration_seconds_bucket" in text
+    assert (
+        'oms_http_request_duration_seconds_bucket{le="0.25",method="GET",route="api/v1/auth/me",status="200"}' in text
+    )
 
 
 def test_root_sends_visitors_to_the_docs(db):
