@@ -34,6 +34,7 @@ services-check: install ## check PostgreSQL and Redis, create the database if it
 run: services-check ## install, migrate, seed the demo tenant, start every process (config/Procfile)
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py seed_demo
+	$(PY) manage.py seed_demo_brokers
 	@$(PY) scripts/banner.py
 	exec $(BIN)/honcho -f config/Procfile -d . start
 

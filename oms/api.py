@@ -18,8 +18,12 @@ from ninja.parser import Parser
 from ninja.renderers import BaseRenderer
 
 from apps.audit.api import router as audit_router
+from apps.brokers.api import brokers_router, instruments_router
 from apps.common.context import current_trace_id
 from apps.common.errors import ERROR_CODES, DomainError
+from apps.events.api import router as events_router
+from apps.orders.api import executions_router
+from apps.orders.api import router as orders_router
 from apps.tenants.api import auth_router, tenants_router
 from oms.system import router as system_router
 
@@ -217,4 +221,9 @@ def _unhandled(request: HttpRequest, exc: Exception) -> HttpResponse:
 api.add_router("/auth", auth_router)
 api.add_router("/tenants", tenants_router)
 api.add_router("/audit", audit_router)
+api.add_router("/brokers", brokers_router)
+api.add_router("/instruments", instruments_router)
+api.add_router("/orders", orders_router)
+api.add_router("/executions", executions_router)
+api.add_router("/events", events_router)
 api.add_router("", system_router)

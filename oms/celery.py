@@ -42,6 +42,15 @@ app.conf.update(
             "task": "apps.common.tasks.partitions_maintain_task",
             "schedule": 6 * 3600.0,
         },
+        "orders-idempotency-purge": {
+            "task": "apps.orders.tasks.idempotency_purge_task",
+            "schedule": 3600.0,
+        },
+        # Orders still NEW 30 s after placement: their oms.submit may have been lost (Redis down).
+        "orders-reroute": {
+            "task": "apps.orders.tasks.orders_reroute_task",
+            "schedule": 60.0,
+        },
     },
 )
 app.autodiscover_tasks()

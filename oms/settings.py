@@ -83,6 +83,9 @@ INSTALLED_APPS = [
     "apps.common",
     "apps.audit",
     "apps.tenants",
+    "apps.events",
+    "apps.brokers",
+    "apps.orders",
 ]
 
 MIDDLEWARE = [
@@ -222,6 +225,24 @@ RATE_LIMIT_ENABLED = env.bool("RATE_LIMIT_ENABLED", default=True)
 # --- Audit and partitioning -------------------------------------------------------------------
 AUDIT_RETENTION_MONTHS = _positive("AUDIT_RETENTION_MONTHS", env.int("AUDIT_RETENTION_MONTHS", default=84))
 PARTITIONS_AHEAD_MONTHS = _positive("PARTITIONS_AHEAD_MONTHS", env.int("PARTITIONS_AHEAD_MONTHS", default=3))
+
+# --- Orders, events and brokers ------------------------------------------------------------------
+OUTBOX_RETENTION_MONTHS = _positive("OUTBOX_RETENTION_MONTHS", env.int("OUTBOX_RETENTION_MONTHS", default=3))
+EXECUTION_RETENTION_MONTHS = _positive("EXECUTION_RETENTION_MONTHS", env.int("EXECUTION_RETENTION_MONTHS", default=120))
+# Entries kept per Redis stream (approximate trimming); the outbox keeps the full history.
+EVENTS_STREAM_MAXLEN = _positive("EVENTS_STREAM_MAXLEN", env.int("EVENTS_STREAM_MAXLEN", default=100_000))
+# After Redis lost its data, the relay publishes again the rows of this many recent hours.
+EVENTS_REPLAY_HOURS = _positive("EVENTS_REPLAY_HOURS", env.int("EVENTS_REPLAY_HOURS", default=24))
+IDEMPOTENCY_TTL_HOURS = _positive("IDEMPOTENCY_TTL_HOURS", env.int("IDEMPOTENCY_TTL_HOURS", default=24))
+# HMAC-SHA256 key of the command envelopes sent to broker connectors (oms.submit / cancel / modify).
+COMMAND_SIGNING_KEY = env.str("COMMAND_SIGNING_KEY", default="")
+if not COMMAND_SIGNING_KEY:
+    if ENVIRONMENT == "production":
+        raise ImproperlyConfigured("COMMAND_SIGNING_KEY must be set in production")
+    COMMAND_SIGNING_KEY = f"dev-command-key:{SECRET_KEY}"
+COMMAND_MAX_AGE_SECONDS = _positive("COMMAND_MAX_AGE_SECONDS", env.int("COMMAND_MAX_AGE_SECONDS", default=30))
+IBSIM_HOST = env.str("IBSIM_HOST", default="127.0.0.1")
+IBSIM_PORT = _positive("IBSIM_PORT", env.int("IBSIM_PORT", default=4002))
 
 # --- Celery -----------------------------------------------------------------------------------
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)

@@ -20,6 +20,8 @@ import pytest
 from django.apps import apps as django_apps
 from django.utils import timezone
 
+from apps.brokers.models import BrokerAccount, Instrument
+from apps.orders.models import Order
 from apps.tenants.models import ApiKey, Invitation, Tenant
 from apps.tenants.scopes import ROLE_RANK, Role, scopes_for
 from oms.api import api
@@ -62,7 +64,44 @@ def _invitation(tenant: Tenant) -> str:
     )
 
 
+def _broker_account(tenant: Tenant) -> str:
+    return str(
+        BrokerAccount.objects.create(
+            tenant=tenant, broker="PAPER", account_code=f"P{uuid.uuid4().hex[:8]}", mode="PAPER"
+        ).id
+    )
+
+
+def _order(tenant: Tenant) -> str:
+    instrument, _ = Instrument.objects.get_or_create(
+        symbol="SWEEP", exchange="NASDAQ", currency="USD", defaults={"asset_class": "STK", "tick_size": "0.01"}
+    )
+    now = timezone.now()
+    return str(
+        Order.objects.create(
+            tenant=tenant,
+            account_id=_broker_account(tenant),
+            instrument=instrument,
+            symbol="SWEEP",
+            client_order_id=uuid.uuid4().hex,
+            side="BUY",
+            quantity=1,
+            order_type="MKT",
+            time_in_force="DAY",
+            created_at=now,
+            updated_at=now,
+        ).id
+    )
+
+
+def _user(tenant: Tenant) -> str:
+    return str(make_member(tenant, Role.VIEWER).user.id)
+
+
 PATH_PARAM_FACTORIES: dict[str, Callable[[Tenant], str]] = {
+    "account_id": _broker_account,
+    "order_id": _order,
+    "user_id": _user,
     "membership_id": _membership,
     "api_key_id": _api_key,
     "invitation_id": _invitation,
@@ -70,8 +109,12 @@ PATH_PARAM_FACTORIES: dict[str, Callable[[Tenant], str]] = {
 
 BODIES: dict[tuple[str, str], Any] = {
     ("PATCH", "/tenants/current/members/{membership_id}"): {"role": "VIEWER"},
+    ("POST", "/brokers/accounts/{account_id}/grants"): {"user_id": str(uuid.uuid4())},
+    ("PATCH", "/orders/{order_id}"): {"quantity": "2"},
 }
-HEADERS: dict[tuple[str, str], dict[str, str]] = {}
+HEADERS: dict[tuple[str, str], dict[str, str]] = {
+    ("PATCH", "/orders/{order_id}"): {"If-Match": '"1"'},
+}
 
 
 def all_operations() -> list[tuple[str, str, Any]]:

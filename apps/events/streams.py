@@ -1,0 +1,69 @@
+"""Redis Streams helpers: the stream names, and a consumer over a consumer group.
+
+Consumers tolerate duplicates (the relay may publish an outbox row twice, e.g. after Redis lost
+its data): every entry carries the outbox id (`id`), which is the deduplication key.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+
+ORDERS = "ev.orders"
+POSITIONS = "ev.positions"
+BROKERS = "ev.brokers"
+RISK = "ev.risk"
+# Broker events (spec 000's `ib:events`): what connectors (the IB gateway, the paper broker) report.
+BROKER_EVENTS = "ib:events"
+
+Entry = tuple[str, dict[str, str]]
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def decode_entry(entry_id: Any, fields: dict[Any, Any]) -> Entry:
+    return _text(entry_id), {_text(key): _text(value) for key, value in fields.items()}
+
+
+class StreamConsumer:
+    """One consumer of a consumer group: reads new entries and reclaims those another consumer left.
+
+    `read` first claims entries idle longer than `claim_idle_ms` (their consumer died before
+    acking) with XAUTOCLAIM, then reads new ones; callers `ack` what they processed.
+    """
+
+    def __init__(
+        self, *, client: redis.Redis, stream: str, group: str, consumer: str, claim_idle_ms: int = 30_000
+    ) -> None:
+        self.client, self.stream, self.group, self.consumer = client, stream, group, consumer
+        self.claim_idle_ms = claim_idle_ms
+        self._claim_cursor = "0-0"
+
+    def ensure_group(self) -> None:
+        try:
+            self.client.xgroup_create(self.stream, self.group, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def read(self, *, count: int = 100, block_ms: int | None = 1000) -> list[Entry]:
+        claimed = self.client.xautoclaim(
+            self.stream,
+            self.group,
+            self.consumer,
+            min_idle_time=self.claim_idle_ms,
+            start_id=self._claim_cursor,
+            count=count,
+        )
+        self._claim_cursor = _text(claimed[0])
+        entries = [decode_entry(entry_id, fields) for entry_id, fields in claimed[1] if fields]
+        if entries:
+            return entries
+        response = self.client.xreadgroup(self.group, self.consumer, {self.stream: ">"}, count=count, block=block_ms)
+        return [decode_entry(entry_id, fields) for _, items in response or [] for entry_id, fields in items]
+
+    def ack(self, *entry_ids: str) -> int:
+        return int(self.client.xack(self.stream, self.group, *entry_ids)) if entry_ids else 0

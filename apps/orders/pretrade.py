@@ -1,0 +1,67 @@
+"""The pre-trade pipeline: every gate an order passes before it is written.
+
+Today the gates check that the instrument is tradable and the account may take orders; the risk
+and compliance apps add theirs to `GATES` (each a pure function of the `Candidate`). Every gate
+is evaluated for a preview; placing stops at the first that fails.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+
+from apps.common.errors import StateConflict, ValidationFailed
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """What the gates see of an order about to be placed."""
+
+    account_code: str
+    account_status: str
+    account_status_reason: str
+    instrument_active: bool
+    symbol: str
+    side: str
+    quantity: Decimal
+    price: Decimal | None
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    gate: str
+    passed: bool
+    detail: str
+
+
+def instrument_tradable(candidate: Candidate) -> Check:
+    if candidate.instrument_active:
+        return Check("instrument", True, f"{candidate.symbol} is tradable")
+    return Check("instrument", False, f"{candidate.symbol} is not tradable (inactive instrument)")
+
+
+def account_not_halted(candidate: Candidate) -> Check:
+    if candidate.account_status == "HALTED":
+        reason = f": {candidate.account_status_reason}" if candidate.account_status_reason else ""
+        return Check("account", False, f"Broker account {candidate.account_code} is HALTED{reason}")
+    return Check("account", True, f"Broker account {candidate.account_code} is {candidate.account_status}")
+
+
+GATES: tuple[Callable[[Candidate], Check], ...] = (instrument_tradable, account_not_halted)
+
+
+def evaluate(candidate: Candidate) -> list[Check]:
+    """Run every gate (for a preview)."""
+    return [gate(candidate) for gate in GATES]
+
+
+def enforce(candidate: Candidate) -> None:
+    """Raise the refusal of the first gate that fails."""
+    for gate in GATES:
+        check = gate(candidate)
+        if check.passed:
+            continue
+        if check.gate == "instrument":
+            raise ValidationFailed(check.detail, fields={"symbol": [check.detail]})
+        raise StateConflict(check.detail, details={"gate": check.gate, "account_status": candidate.account_status})
