@@ -40,7 +40,7 @@ def _load_secret_files() -> None:
         if not path or name in os.environ:
             continue
         try:
-            os.environ[name[:-5]] = Path(path).read_text().strip()
+            os.environ[name] = Path(path).read_text().strip()
         except OSError as exc:
             raise ImproperlyConfigured(f"{name}_FILE points at {path!r}, which cannot be read: {exc}") from exc
 
