@@ -17,6 +17,7 @@ from ninja.errors import ValidationError as NinjaValidationError
 from ninja.parser import Parser
 from ninja.renderers import BaseRenderer
 
+from apps.allocator.api import router as allocator_router
 from apps.audit.api import router as audit_router
 from apps.brokers.api import brokers_router, instruments_router
 from apps.common.context import current_trace_id
@@ -221,6 +222,7 @@ def _unhandled(request: HttpRequest, exc: Exception) -> HttpResponse:
 api.add_router("/auth", auth_router)
 api.add_router("/tenants", tenants_router)
 api.add_router("/audit", audit_router)
+api.add_router("/allocator", allocator_router)
 api.add_router("/brokers", brokers_router)
 api.add_router("/instruments", instruments_router)
 api.add_router("/orders", orders_router)

@@ -42,6 +42,11 @@ app.conf.update(
             "task": "apps.common.tasks.partitions_maintain_task",
             "schedule": 6 * 3600.0,
         },
+        # Jobs whose worker died (RUNNING past their deadline) or that no worker picked up.
+        "allocator-jobs-reap": {
+            "task": "apps.allocator.tasks.allocator_jobs_reap_task",
+            "schedule": 60.0,
+        },
         "orders-idempotency-purge": {
             "task": "apps.orders.tasks.idempotency_purge_task",
             "schedule": 3600.0,

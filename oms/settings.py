@@ -86,6 +86,7 @@ INSTALLED_APPS = [
     "apps.events",
     "apps.brokers",
     "apps.orders",
+    "apps.allocator",
 ]
 
 MIDDLEWARE = [
@@ -243,6 +244,65 @@ if not COMMAND_SIGNING_KEY:
 COMMAND_MAX_AGE_SECONDS = _positive("COMMAND_MAX_AGE_SECONDS", env.int("COMMAND_MAX_AGE_SECONDS", default=30))
 IBSIM_HOST = env.str("IBSIM_HOST", default="127.0.0.1")
 IBSIM_PORT = _positive("IBSIM_PORT", env.int("IBSIM_PORT", default=4002))
+
+# --- Files: local disk by default, S3 (django-storages + boto3) when FILE_STORAGE=s3 ----------------
+FILE_STORAGE = env.str("FILE_STORAGE", default="local")
+if FILE_STORAGE not in {"local", "s3"}:
+    raise ImproperlyConfigured(f"FILE_STORAGE must be 'local' or 's3', got {FILE_STORAGE!r}")
+AWS_STORAGE_BUCKET_NAME = env.str("AWS_STORAGE_BUCKET_NAME", default="")
+AWS_S3_REGION_NAME = env.str("AWS_S3_REGION_NAME", default="") or None
+AWS_S3_ENDPOINT_URL = env.str("AWS_S3_ENDPOINT_URL", default="") or None  # MinIO, moto, other S3-compatibles
+AWS_ACCESS_KEY_ID = env.str("AWS_ACCESS_KEY_ID", default="") or None  # None: boto3's credential chain (IAM role)
+AWS_SECRET_ACCESS_KEY = env.str("AWS_SECRET_ACCESS_KEY", default="") or None
+if FILE_STORAGE == "s3" and not AWS_STORAGE_BUCKET_NAME:
+    raise ImproperlyConfigured("FILE_STORAGE=s3 needs AWS_STORAGE_BUCKET_NAME")
+
+
+def _file_storage(prefix: str) -> dict[str, object]:
+    if FILE_STORAGE == "local":
+        return {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": MEDIA_ROOT / prefix if prefix else MEDIA_ROOT},
+        }
+    return {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": AWS_STORAGE_BUCKET_NAME,
+            "location": prefix,
+            "region_name": AWS_S3_REGION_NAME,
+            "endpoint_url": AWS_S3_ENDPOINT_URL,
+            "access_key": AWS_ACCESS_KEY_ID,
+            "secret_key": AWS_SECRET_ACCESS_KEY,
+            "default_acl": None,  # private objects; clients get presigned links
+            "querystring_auth": True,
+            "signature_version": "s3v4",
+            "file_overwrite": False,
+        },
+    }
+
+
+STORAGES = {
+    "default": _file_storage(""),
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    # Client reports (the allocator's PPTX files): private, served through signed expiring links.
+    "reports": _file_storage("reports"),
+}
+
+# --- Allocator ----------------------------------------------------------------------------------
+# Lifetime of a report download link (our signed URL, or the S3 presigned URL).
+ALLOCATOR_REPORT_LINK_SECONDS = _positive(
+    "ALLOCATOR_REPORT_LINK_SECONDS", env.int("ALLOCATOR_REPORT_LINK_SECONDS", default=600)
+)
+# A running job is stopped after this long (Celery soft time limit); the reaper acts a minute later.
+ALLOCATOR_JOB_TIMEOUT_SECONDS = _positive(
+    "ALLOCATOR_JOB_TIMEOUT_SECONDS", env.int("ALLOCATOR_JOB_TIMEOUT_SECONDS", default=900)
+)
+# Runs of a job whose worker died (a worker that vanished mid-job counts one) before it is failed.
+ALLOCATOR_MAX_ATTEMPTS = _positive("ALLOCATOR_MAX_ATTEMPTS", env.int("ALLOCATOR_MAX_ATTEMPTS", default=2))
+# A job no worker picked up within this long is failed (its queue message was lost).
+ALLOCATOR_QUEUE_TIMEOUT_SECONDS = _positive(
+    "ALLOCATOR_QUEUE_TIMEOUT_SECONDS", env.int("ALLOCATOR_QUEUE_TIMEOUT_SECONDS", default=3600)
+)
 
 # --- Celery -----------------------------------------------------------------------------------
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)

@@ -20,6 +20,7 @@ import pytest
 from django.apps import apps as django_apps
 from django.utils import timezone
 
+from apps.allocator.models import AllocatorJob
 from apps.brokers.models import BrokerAccount, Instrument
 from apps.orders.models import Order
 from apps.tenants.models import ApiKey, Invitation, Tenant
@@ -36,6 +37,7 @@ PUBLIC_ROUTES = {
     ("GET", "/health/live"): "probes",
     ("GET", "/health/ready"): "probes",
     ("GET", "/version"): "public build information",
+    ("GET", "/allocator/reports/download"): "the signed, expiring token in the link is the credential",
 }
 
 
@@ -60,6 +62,14 @@ def _invitation(tenant: Tenant) -> str:
             role=Role.VIEWER,
             token_hash=uuid.uuid4().hex,
             expires_at=timezone.now() + timezone.timedelta(days=1),
+        ).id
+    )
+
+
+def _allocator_job(tenant: Tenant) -> str:
+    return str(
+        AllocatorJob.objects.create(
+            tenant=tenant, payload={"household": {}}, idempotency_key=uuid.uuid4().hex, assumptions={}
         ).id
     )
 
@@ -105,6 +115,7 @@ PATH_PARAM_FACTORIES: dict[str, Callable[[Tenant], str]] = {
     "membership_id": _membership,
     "api_key_id": _api_key,
     "invitation_id": _invitation,
+    "job_id": _allocator_job,
 }
 
 BODIES: dict[tuple[str, str], Any] = {
