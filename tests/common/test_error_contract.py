@@ -56,7 +56,7 @@ def test_unknown_query_parameter_is_422(admin):
     assert body["details"] == {"rolee": ["unknown parameter"]}
 
 
-def test_unhandled_exception_is_500_revealing_nothing(admin, monkeypatch):
+def test_unhandled_exception_is_500_revealing_nothing(admin, monkeypatch, caplog):
     from apps.tenants import api as tenants_api
 
     def explode(**_):
@@ -68,6 +68,12 @@ def test_unhandled_exception_is_500_revealing_nothing(admin, monkeypatch):
     assert "hunter2" not in response.content.decode()
     assert "db-host" not in response.content.decode()
     assert body["hint"] == "Quote the trace_id when you report this problem"
+    # The log line carries the same trace id, so the report can be found.
+    logged = [record.msg for record in caplog.records if isinstance(record.msg, dict)]
+    assert any(
+        entry.get("event") == "api.unhandled_exception" and entry.get("trace_id") == body["trace_id"]
+        for entry in logged
+    )
 
 
 def test_incoming_traceparent_becomes_the_trace_id_and_reaches_the_audit_row(admin):
