@@ -35,6 +35,7 @@ run: services-check ## install, migrate, seed the demo tenant, start every proce
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py seed_demo
 	$(PY) manage.py seed_demo_brokers
+	$(PY) manage.py seed_demo_risk
 	@$(PY) scripts/banner.py
 	exec $(BIN)/honcho -f config/Procfile -d . start
 

@@ -7,9 +7,10 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
+import redis
 import sentry_sdk
 import structlog
-from django.db import DataError
+from django.db import DataError, InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError
@@ -20,12 +21,18 @@ from ninja.renderers import BaseRenderer
 from apps.allocator.api import router as allocator_router
 from apps.audit.api import router as audit_router
 from apps.brokers.api import brokers_router, instruments_router
+from apps.brokers.ib.api import router as reconciliation_router
+from apps.brokers.ib.runs import gateway_heartbeat_check
 from apps.common.context import current_trace_id
 from apps.common.errors import ERROR_CODES, DomainError
+from apps.compliance.api import router as compliance_router
 from apps.events.api import router as events_router
 from apps.orders.api import executions_router
 from apps.orders.api import router as orders_router
+from apps.portfolio.api import pnl_router, positions_router
+from apps.risk.api import router as risk_router
 from apps.tenants.api import auth_router, tenants_router
+from oms import readiness
 from oms.system import router as system_router
 
 log = structlog.get_logger("oms.api")
@@ -197,6 +204,22 @@ def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
     return error_response(exc.status_code, code, str(exc))
 
 
+@api.exception_handler(OperationalError)
+@api.exception_handler(InterfaceError)
+def _database_unavailable(request: HttpRequest, exc: Exception) -> HttpResponse:
+    # The database is down, restarting, or every pooled connection is busy: retryable, not a bug.
+    log.warning("api.database_unavailable", path=request.path, error=str(exc).splitlines()[0] if str(exc) else "")
+    return error_response(
+        503, "UNAVAILABLE", "The database is unavailable; retry shortly", headers={"Retry-After": "2"}
+    )
+
+
+@api.exception_handler(redis.RedisError)
+def _redis_unavailable(request: HttpRequest, exc: redis.RedisError) -> HttpResponse:
+    log.warning("api.redis_unavailable", path=request.path, error=str(exc))
+    return error_response(503, "UNAVAILABLE", "Redis is unavailable; retry shortly", headers={"Retry-After": "2"})
+
+
 @api.exception_handler(DataError)
 def _data_error(request: HttpRequest, exc: DataError) -> HttpResponse:
     # Defence in depth: input the schemas let through but PostgreSQL cannot store or compare
@@ -225,7 +248,15 @@ api.add_router("/audit", audit_router)
 api.add_router("/allocator", allocator_router)
 api.add_router("/brokers", brokers_router)
 api.add_router("/instruments", instruments_router)
+api.add_router("/reconciliation", reconciliation_router)
 api.add_router("/orders", orders_router)
 api.add_router("/executions", executions_router)
 api.add_router("/events", events_router)
+api.add_router("/positions", positions_router)
+api.add_router("/pnl", pnl_router)
+api.add_router("/risk", risk_router)
+api.add_router("/compliance", compliance_router)
 api.add_router("", system_router)
+
+# /health/ready is 503 when an IB gateway's heartbeat is stale.
+readiness.register("gateways", gateway_heartbeat_check)

@@ -7,6 +7,7 @@ from typing import Any
 
 import structlog
 from celery import Celery, signals
+from celery.schedules import crontab
 from kombu import Queue
 
 from apps.common.context import set_trace_id
@@ -55,6 +56,21 @@ app.conf.update(
         "orders-reroute": {
             "task": "apps.orders.tasks.orders_reroute_task",
             "schedule": 60.0,
+        },
+        # Backstop of run_risk_actions: cancel what active kill switches still cover.
+        "orders-kill-switches-enforce": {
+            "task": "apps.orders.tasks.kill_switches_enforce_task",
+            "schedule": 30.0,
+        },
+        # Automatic breaker resets; reject-storm and daily-loss breakers.
+        "risk-breakers-evaluate": {
+            "task": "apps.risk.tasks.breakers_evaluate_task",
+            "schedule": 15.0,
+        },
+        # Each account's P&L of the UTC day, after the US after-hours session has ended.
+        "portfolio-pnl-snapshot": {
+            "task": "apps.portfolio.tasks.pnl_snapshot_task",
+            "schedule": crontab(hour=23, minute=55),
         },
     },
 )

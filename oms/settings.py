@@ -85,6 +85,9 @@ INSTALLED_APPS = [
     "apps.tenants",
     "apps.events",
     "apps.brokers",
+    "apps.portfolio",
+    "apps.compliance",
+    "apps.risk",
     "apps.orders",
     "apps.allocator",
 ]
@@ -234,6 +237,18 @@ EXECUTION_RETENTION_MONTHS = _positive("EXECUTION_RETENTION_MONTHS", env.int("EX
 EVENTS_STREAM_MAXLEN = _positive("EVENTS_STREAM_MAXLEN", env.int("EVENTS_STREAM_MAXLEN", default=100_000))
 # After Redis lost its data, the relay publishes again the rows of this many recent hours.
 EVENTS_REPLAY_HOURS = _positive("EVENTS_REPLAY_HOURS", env.int("EVENTS_REPLAY_HOURS", default=24))
+# Entries kept in each tenant's event stream: how far back `/events/stream` can resume (Last-Event-ID).
+EVENTS_TENANT_STREAM_MAXLEN = _positive(
+    "EVENTS_TENANT_STREAM_MAXLEN", env.int("EVENTS_TENANT_STREAM_MAXLEN", default=10_000)
+)
+# Seconds between comment heartbeats of idle SSE streams (proxies close silent connections).
+SSE_HEARTBEAT_SECONDS = env.float("SSE_HEARTBEAT_SECONDS", default=15.0)
+if not 0 < SSE_HEARTBEAT_SECONDS <= 300:
+    raise ImproperlyConfigured(f"SSE_HEARTBEAT_SECONDS must be in (0, 300], got {SSE_HEARTBEAT_SECONDS}")
+# Where the web process redirects (307) SSE clients: the stream process's public base URL. Empty:
+# the request's host at port OMS_PORT + 1, as `make run` starts it.
+STREAM_URL = env.str("STREAM_URL", default="").rstrip("/")
+STREAM_PORT = _positive("OMS_PORT", env.int("OMS_PORT", default=8000)) + 1
 IDEMPOTENCY_TTL_HOURS = _positive("IDEMPOTENCY_TTL_HOURS", env.int("IDEMPOTENCY_TTL_HOURS", default=24))
 # HMAC-SHA256 key of the command envelopes sent to broker connectors (oms.submit / cancel / modify).
 COMMAND_SIGNING_KEY = env.str("COMMAND_SIGNING_KEY", default="")
@@ -320,6 +335,40 @@ OTEL_EXPORTER_OTLP_ENDPOINT = env.str("OTEL_EXPORTER_OTLP_ENDPOINT", default="")
 GIT_REVISION = env.str("GIT_REVISION", default="")
 HEALTH_GATEWAY_STALE_SECONDS = _positive(
     "HEALTH_GATEWAY_STALE_SECONDS", env.int("HEALTH_GATEWAY_STALE_SECONDS", default=30)
+)
+
+# --- risk and compliance -------------------------------------------------------------------------
+# Default limits, the de-risk playbook, calendars and breaker thresholds (YAML, validated at start-up).
+RISK_DEFAULTS_FILE = BASE_DIR / env.str("RISK_DEFAULTS_FILE", default="config/risk/defaults.yaml")  # absolute wins
+if not RISK_DEFAULTS_FILE.is_file():
+    raise ImproperlyConfigured(f"RISK_DEFAULTS_FILE {RISK_DEFAULTS_FILE} does not exist")
+
+# --- IB gateway (manage.py run_gateway) ---------------------------------------------------------
+# Heartbeat (reqCurrentTime) period and how long an answer may take before the socket counts as dead.
+IB_GATEWAY_HEARTBEAT_SECONDS = _positive(
+    "IB_GATEWAY_HEARTBEAT_SECONDS", env.int("IB_GATEWAY_HEARTBEAT_SECONDS", default=5)
+)
+IB_GATEWAY_HEARTBEAT_TIMEOUT_SECONDS = _positive(
+    "IB_GATEWAY_HEARTBEAT_TIMEOUT_SECONDS", env.int("IB_GATEWAY_HEARTBEAT_TIMEOUT_SECONDS", default=5)
+)
+# Scheduled reconciliation while connected (every (re)connect reconciles anyway).
+IB_GATEWAY_RECONCILE_SECONDS = _positive(
+    "IB_GATEWAY_RECONCILE_SECONDS", env.int("IB_GATEWAY_RECONCILE_SECONDS", default=300)
+)
+# Messages per second to IB (IB allows 50, all kinds together) and the burst on top of it.
+IB_GATEWAY_PACING_RATE = _positive("IB_GATEWAY_PACING_RATE", env.int("IB_GATEWAY_PACING_RATE", default=40))
+IB_GATEWAY_PACING_BURST = _positive("IB_GATEWAY_PACING_BURST", env.int("IB_GATEWAY_PACING_BURST", default=5))
+if IB_GATEWAY_PACING_RATE + IB_GATEWAY_PACING_BURST > 50:
+    raise ImproperlyConfigured("IB_GATEWAY_PACING_RATE + IB_GATEWAY_PACING_BURST must stay within IB's 50 messages/s")
+# Reconnects: backoff cap, and the circuit breaker (failed connects before it opens, seconds open).
+IB_GATEWAY_BACKOFF_CAP_SECONDS = _positive(
+    "IB_GATEWAY_BACKOFF_CAP_SECONDS", env.int("IB_GATEWAY_BACKOFF_CAP_SECONDS", default=30)
+)
+IB_GATEWAY_BREAKER_THRESHOLD = _positive(
+    "IB_GATEWAY_BREAKER_THRESHOLD", env.int("IB_GATEWAY_BREAKER_THRESHOLD", default=5)
+)
+IB_GATEWAY_BREAKER_OPEN_SECONDS = _positive(
+    "IB_GATEWAY_BREAKER_OPEN_SECONDS", env.int("IB_GATEWAY_BREAKER_OPEN_SECONDS", default=60)
 )
 
 # Django hands LOGGING to oms.logging.configure, which sets up structlog's JSON lines with the

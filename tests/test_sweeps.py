@@ -21,8 +21,11 @@ from django.apps import apps as django_apps
 from django.utils import timezone
 
 from apps.allocator.models import AllocatorJob
-from apps.brokers.models import BrokerAccount, Instrument
+from apps.brokers.models import BrokerAccount, Instrument, ReconciliationRun
+from apps.compliance.models import ComplianceRule, RestrictedEntry
 from apps.orders.models import Order
+from apps.portfolio.models import Position
+from apps.risk.models import CircuitBreaker, KillSwitch, RiskLimit, RiskOverride
 from apps.tenants.models import ApiKey, Invitation, Tenant
 from apps.tenants.scopes import ROLE_RANK, Role, scopes_for
 from oms.api import api
@@ -104,8 +107,90 @@ def _order(tenant: Tenant) -> str:
     )
 
 
+def _position_symbol(tenant: Tenant) -> str:
+    order = Order.objects.get(id=_order(tenant))
+    now = timezone.now()
+    Position.objects.create(
+        tenant=tenant,
+        account_id=order.account_id,
+        instrument_id=order.instrument_id,
+        symbol="SWEEP",
+        currency="USD",
+        quantity=1,
+        created_at=now,
+        updated_at=now,
+    )
+    return "SWEEP"
+
+
 def _user(tenant: Tenant) -> str:
     return str(make_member(tenant, Role.VIEWER).user.id)
+
+
+def _reconciliation_run(tenant: Tenant) -> str:
+    account = BrokerAccount.objects.get(id=_broker_account(tenant))
+    return str(
+        ReconciliationRun.objects.create(tenant=tenant, account=account, trigger="MANUAL", status="REQUESTED").id
+    )
+
+
+def _risk_limit(tenant: Tenant) -> str:
+    now = timezone.now()
+    return str(
+        RiskLimit.objects.create(
+            tenant=tenant, kind="MAX_ORDER_QTY", scope="TENANT", value=1, created_at=now, updated_at=now
+        ).id
+    )
+
+
+def _risk_override(tenant: Tenant) -> str:
+    now = timezone.now()
+    limit = RiskLimit.objects.get(id=_risk_limit(tenant))
+    return str(
+        RiskOverride.objects.create(
+            tenant=tenant,
+            limit=limit,
+            value=2,
+            reason="sweep",
+            valid_from=now,
+            valid_until=now + timezone.timedelta(hours=1),
+            created_at=now,
+        ).id
+    )
+
+
+def _kill_switch(tenant: Tenant) -> str:
+    now = timezone.now()
+    return str(
+        KillSwitch.objects.create(tenant=tenant, scope="TENANT", reason="sweep", engaged_at=now, created_at=now).id
+    )
+
+
+def _breaker(tenant: Tenant) -> str:
+    now = timezone.now()
+    return str(
+        CircuitBreaker.objects.create(
+            tenant=tenant, kind="REJECT_STORM", state="OPEN", created_at=now, updated_at=now, tripped_at=now
+        ).id
+    )
+
+
+def _compliance_rule(tenant: Tenant) -> str:
+    now = timezone.now()
+    return str(
+        ComplianceRule.objects.create(
+            tenant=tenant, kind="WASH_TRADE", params={"scope": "ACCOUNT"}, created_at=now, updated_at=now
+        ).id
+    )
+
+
+def _restricted_entry(tenant: Tenant) -> str:
+    now = timezone.now()
+    return str(
+        RestrictedEntry.objects.create(
+            tenant=tenant, kind="SYMBOL", value="SWEEP", reason="sweep", created_at=now, updated_at=now
+        ).id
+    )
 
 
 PATH_PARAM_FACTORIES: dict[str, Callable[[Tenant], str]] = {
@@ -116,6 +201,14 @@ PATH_PARAM_FACTORIES: dict[str, Callable[[Tenant], str]] = {
     "api_key_id": _api_key,
     "invitation_id": _invitation,
     "job_id": _allocator_job,
+    "symbol": _position_symbol,
+    "run_id": _reconciliation_run,
+    "limit_id": _risk_limit,
+    "override_id": _risk_override,
+    "kill_switch_id": _kill_switch,
+    "breaker_id": _breaker,
+    "rule_id": _compliance_rule,
+    "entry_id": _restricted_entry,
 }
 
 BODIES: dict[tuple[str, str], Any] = {

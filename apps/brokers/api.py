@@ -9,6 +9,8 @@ from django.http import HttpRequest
 from ninja import Query, Router, Status
 
 from apps.brokers import selectors, services
+from apps.brokers.ib import runs
+from apps.brokers.ib.api import RunOut, run_out
 from apps.brokers.models import AccountMode, Broker, BrokerAccount, Instrument
 from apps.brokers.schemas import (
     AccountListQuery,
@@ -117,6 +119,13 @@ def disconnect_broker_account(request: HttpRequest, account_id: UUID) -> dict[st
     principal = _principal(request)
     account = services.broker_account_disconnect(tenant=principal.tenant, actor=principal.actor, account_id=account_id)
     return account_out(account)
+
+
+@brokers_router.post("/accounts/{account_id}/reconcile", response={202: RunOut}, auth=scoped("brokers:connect"))
+def reconcile_broker_account(request: HttpRequest, account_id: UUID) -> Status:
+    principal = _principal(request)
+    run = runs.reconciliation_request(**_who(request), actor=principal.actor, account_id=account_id)
+    return Status(202, run_out(run))
 
 
 @brokers_router.get("/accounts/{account_id}/grants", response=list[GrantOut], auth=scoped("tenants:manage"))

@@ -27,6 +27,13 @@ class ConnectionStatus(models.TextChoices):
     HALTED = "HALTED"
 
 
+class WhenDisconnected(models.TextChoices):
+    """What happens to a new order while the account's broker connection is down."""
+
+    HOLD = "HOLD"  # accepted and kept NEW; routed once the gateway is back
+    REFUSE = "REFUSE"  # refused with 503 UNAVAILABLE
+
+
 class BrokerAccount(models.Model):
     """One account at a broker that a tenant trades through.
 
@@ -51,6 +58,9 @@ class BrokerAccount(models.Model):
     status_reason = models.CharField(max_length=255, blank=True)
     connect_requested = models.BooleanField(default=False)
     last_heartbeat_at = models.DateTimeField(null=True, blank=True)
+    orders_when_disconnected = models.CharField(
+        max_length=8, choices=WhenDisconnected.choices, default=WhenDisconnected.HOLD
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -106,3 +116,27 @@ class Instrument(models.Model):
 
     def __str__(self) -> str:
         return f"{self.symbol} {self.exchange} {self.currency}"
+
+
+# The IB connector's tables (order-id leases, tickets, execution journal, reconciliation runs).
+from apps.brokers.ib.models import (  # noqa: E402
+    ExecutionRecord,
+    OrderIdLease,
+    OrderTicket,
+    ReconciliationDrift,
+    ReconciliationRun,
+)
+
+__all__ = [
+    "AccountMode",
+    "Broker",
+    "BrokerAccount",
+    "ConnectionStatus",
+    "ExecutionRecord",
+    "Instrument",
+    "OrderIdLease",
+    "OrderTicket",
+    "ReconciliationDrift",
+    "ReconciliationRun",
+    "WhenDisconnected",
+]

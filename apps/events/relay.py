@@ -20,6 +20,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from apps.events.models import OutboxEvent
+from apps.events.streams import tenant_stream
 
 MARKER_KEY = "oms:relay:marker"
 ADVISORY_LOCK_KEY = 0x0B5E_7E1A  # "outbox relay"
@@ -63,7 +64,12 @@ def relay_batch(*, client: redis.Redis, batch_size: int = 500) -> int:
         return 0
     pipe = client.pipeline(transaction=False)
     for event in events:
-        pipe.xadd(event.stream, entry_fields(event), maxlen=settings.EVENTS_STREAM_MAXLEN, approximate=True)
+        fields = entry_fields(event)
+        pipe.xadd(event.stream, fields, maxlen=settings.EVENTS_STREAM_MAXLEN, approximate=True)
+        if event.tenant_id is not None:
+            # Every tenant event also goes on the tenant's own stream, which `/events/stream` reads.
+            stream = tenant_stream(event.tenant_id)
+            pipe.xadd(stream, fields, maxlen=settings.EVENTS_TENANT_STREAM_MAXLEN, approximate=True)
     pipe.execute()
     with transaction.atomic():
         OutboxEvent.objects.filter(id__in=[event.id for event in events]).update(published_at=timezone.now())

@@ -20,6 +20,11 @@ BROKER_EVENTS = "ib:events"
 Entry = tuple[str, dict[str, str]]
 
 
+def tenant_stream(tenant_id: Any) -> str:
+    """The stream of every domain event of one tenant (what `/events/stream` reads)."""
+    return f"ev.tenant.{tenant_id}"
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -67,3 +72,65 @@ class StreamConsumer:
 
     def ack(self, *entry_ids: str) -> int:
         return int(self.client.xack(self.stream, self.group, *entry_ids)) if entry_ids else 0
+
+
+class MultiStreamConsumer:
+    """One consumer of the same group on several streams (a broker's command streams, one per account).
+
+    Streams can be added while it runs. `read` blocks on all of them at once (one XREADGROUP), and
+    every `claim_every` seconds first reclaims entries another consumer left unacknowledged.
+    """
+
+    def __init__(
+        self, *, client: redis.Redis, group: str, consumer: str, claim_idle_ms: int = 30_000, claim_every: float = 5.0
+    ) -> None:
+        self.client, self.group, self.consumer = client, group, consumer
+        self.claim_idle_ms, self.claim_every = claim_idle_ms, claim_every
+        self._consumers: dict[str, StreamConsumer] = {}
+        self._next_claim = 0.0
+
+    @property
+    def streams(self) -> list[str]:
+        return list(self._consumers)
+
+    def add(self, stream: str) -> None:
+        if stream in self._consumers:
+            return
+        member = StreamConsumer(
+            client=self.client,
+            stream=stream,
+            group=self.group,
+            consumer=self.consumer,
+            claim_idle_ms=self.claim_idle_ms,
+        )
+        member.ensure_group()
+        self._consumers[stream] = member
+
+    def remove(self, stream: str) -> None:
+        self._consumers.pop(stream, None)
+
+    def read(self, *, count: int = 100, block_ms: int | None = 1000, now: float = 0.0) -> list[tuple[str, Entry]]:
+        """New (or reclaimed) entries of every stream, as (stream, (entry id, fields))."""
+        if not self._consumers:
+            return []
+        if now >= self._next_claim:
+            self._next_claim = now + self.claim_every
+            claimed = [
+                (stream, entry)
+                for stream, member in self._consumers.items()
+                for entry in member.read(count=count, block_ms=None)
+            ]
+            if claimed:
+                return claimed
+        response = self.client.xreadgroup(
+            self.group, self.consumer, dict.fromkeys(self._consumers, ">"), count=count, block=block_ms
+        )
+        return [
+            (_text(stream), decode_entry(entry_id, fields))
+            for stream, items in response or []
+            for entry_id, fields in items
+        ]
+
+    def ack(self, stream: str, *entry_ids: str) -> int:
+        member = self._consumers.get(stream)
+        return member.ack(*entry_ids) if member is not None else 0

@@ -10,6 +10,11 @@ class OrdersConfig(AppConfig):
 
     def ready(self) -> None:
         from apps.common import partitioning
+        from apps.orders.services.risk import order_book
+        from apps.risk.book import register_book_source
+
+        # Risk (below orders) reads open orders for /risk/status through this provider.
+        register_book_source(order_book)
 
         partitioning.register(
             partitioning.PartitionedTable(

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 
-from apps.common.errors import StateConflict, ValidationFailed
+from apps.common.errors import StateConflict, Unavailable, ValidationFailed
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +26,9 @@ class Candidate:
     side: str
     quantity: Decimal
     price: Decimal | None
+    # What the account asks for while its broker connection is down: HOLD (accept, route later)
+    # or REFUSE (503 UNAVAILABLE).
+    when_disconnected: str = "HOLD"
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +51,23 @@ def account_not_halted(candidate: Candidate) -> Check:
     return Check("account", True, f"Broker account {candidate.account_code} is {candidate.account_status}")
 
 
-GATES: tuple[Callable[[Candidate], Check], ...] = (instrument_tradable, account_not_halted)
+def account_connected_or_holding(candidate: Candidate) -> Check:
+    if candidate.account_status in ("DISCONNECTED", "RECONNECTING") and candidate.when_disconnected == "REFUSE":
+        return Check(
+            "connection",
+            False,
+            f"Broker account {candidate.account_code} is {candidate.account_status} and refuses orders until it "
+            "is connected again",
+        )
+    held = candidate.account_status in ("DISCONNECTED", "RECONNECTING")
+    return Check("connection", True, "held until the broker is back" if held else "broker connected")
+
+
+GATES: tuple[Callable[[Candidate], Check], ...] = (
+    instrument_tradable,
+    account_not_halted,
+    account_connected_or_holding,
+)
 
 
 def evaluate(candidate: Candidate) -> list[Check]:
@@ -64,4 +83,6 @@ def enforce(candidate: Candidate) -> None:
             continue
         if check.gate == "instrument":
             raise ValidationFailed(check.detail, fields={"symbol": [check.detail]})
+        if check.gate == "connection":
+            raise Unavailable(check.detail, details={"gate": check.gate, "account_status": candidate.account_status})
         raise StateConflict(check.detail, details={"gate": check.gate, "account_status": candidate.account_status})

@@ -173,6 +173,14 @@ class CheckOut(Schema):
     gate: str
     passed: bool
     detail: str
+    # Risk and compliance gates also say which limit / rule (and version) decided, on what inputs.
+    code: str | None = None
+    limit_id: str | None = None
+    limit_version: int | None = None
+    value: str | None = None
+    limit: str | None = None
+    inputs: dict[str, Any] = {}
+    projected: dict[str, Any] = {}
 
 
 class PreviewOut(Schema):

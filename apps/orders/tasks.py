@@ -12,7 +12,9 @@ from django.utils import timezone
 from apps.orders.models import Order
 from apps.orders.services import routing
 from apps.orders.services.idempotency import idempotency_purge
+from apps.orders.services.risk import kill_switch_enforce
 from apps.orders.state import OrderState
+from apps.risk.models import KillSwitch
 
 log = structlog.get_logger(__name__)
 UNACKNOWLEDGED_AFTER = timedelta(seconds=30)
@@ -52,3 +54,10 @@ def orders_reroute_task() -> int:
         if routing.send(account_id=account_id, kind="oms.submit", payload=payload):
             resent += len(batch)
     return resent
+
+
+@shared_task(acks_late=True, soft_time_limit=120, time_limit=150)
+def kill_switches_enforce_task() -> int:
+    """Backstop of `run_risk_actions`: cancel what every active kill switch still covers."""
+    switches = KillSwitch.objects.filter(active=True).values_list("id", flat=True)
+    return sum(kill_switch_enforce(kill_switch_id=switch_id) for switch_id in switches)

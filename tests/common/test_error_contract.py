@@ -112,3 +112,13 @@ def test_datetimes_need_a_zone_and_are_normalised_to_utc(admin):
     }
     assert admin.api.get("/audit/logs?from=3338-04-25T04:35:14%2B16:51").status_code == 200
     assert admin.api.get("/audit/logs?to=9999-12-31T23:59:59-10:00").status_code == 422
+
+
+def test_redis_down_is_503_unavailable_with_retry_after(admin):
+    from django.test import override_settings
+
+    with override_settings(REDIS_URL="redis://127.0.0.1:1/0"):
+        response = admin.api.post("/events/stream-ticket")
+    assert response.status_code == 503
+    assert response.json_body["code"] == "UNAVAILABLE"
+    assert response["Retry-After"] == "2"

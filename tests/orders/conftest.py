@@ -20,8 +20,7 @@ from apps.common.context import Actor
 SYSTEM = Actor.system("test")
 
 
-@pytest.fixture
-def instruments(db: Any) -> dict[str, Instrument]:
+def make_instruments() -> dict[str, Instrument]:
     rows = [
         InstrumentData("AAPL", "NASDAQ", "USD", "STK", Decimal("0.01"), con_id=265598),
         InstrumentData("SPY", "ARCA", "USD", "ETF", Decimal("0.01"), con_id=756733),
@@ -34,6 +33,11 @@ def instruments(db: Any) -> dict[str, Instrument]:
         instrument = instrument_upsert(data=data, actor=SYSTEM)
         made[f"{data.symbol}.{data.currency}" if data.symbol == "SHOP" else data.symbol] = instrument
     return made
+
+
+@pytest.fixture
+def instruments(db: Any) -> dict[str, Instrument]:
+    return make_instruments()
 
 
 def make_account(tenant, code: str = "PAPER1", *, connect: bool = True) -> BrokerAccount:

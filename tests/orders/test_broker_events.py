@@ -78,3 +78,18 @@ def test_event_for_another_account_is_ignored(manager, account, tenant):
     assert broker_event_apply(event=BrokerEvent(kind="accepted", account_id=other.id, order_id=order.id)) is None
     order.refresh_from_db()
     assert (order.state, order.version) == ("NEW", 1)
+
+
+def test_rejected_modification_is_reverted(manager, account):
+    order = Order.objects.get(id=place(manager, account, quantity="100", limit_price="187.50")["id"])
+    broker_event_apply(event=event(order, "accepted"))
+    version = manager.api.get(f"/orders/{order.id}")["ETag"]
+    patched = manager.api.patch(
+        f"/orders/{order.id}", {"quantity": "150", "limit_price": "188"}, headers={"If-Match": version}
+    )
+    assert (patched.json_body["state"], patched.json_body["limit_price"]) == ("PENDING_MODIFY", "188")
+    order = broker_event_apply(event=event(order, "rejected", request="modify", reason="104: cannot modify"))
+    order.refresh_from_db()
+    assert (order.state, order.quantity, order.limit_price) == ("ROUTED", Decimal(100), Decimal("187.5"))
+    last = OrderEvent.objects.filter(order=order).order_by("-seq").first()
+    assert last.detail["reverted"] == {"quantity": "100", "limit_price": "187.5"}

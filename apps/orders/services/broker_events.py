@@ -17,10 +17,13 @@ import structlog
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from apps.brokers.ib import wire
 from apps.common.context import Actor
-from apps.orders.models import Execution, ExecutionKey, Order
+from apps.orders.models import Execution, ExecutionKey, Order, OrderEvent
+from apps.orders.services.changes import MODIFIABLE
 from apps.orders.services.lifecycle import audit_order, order_move, order_touch
 from apps.orders.state import TERMINAL, OrderState, Progress, apply_fill
+from apps.portfolio.services import ExecutionData, position_apply_execution
 
 log = structlog.get_logger(__name__)
 BROKER = Actor.system("broker")
@@ -51,6 +54,18 @@ class BrokerEvent:
     fill: Fill | None = None
     reason: str = ""
     request: str = "submit"
+
+
+def broker_event_decode(fields: dict[str, str]) -> BrokerEvent | None:
+    """The broker event of one `ib:events` entry (`apps.brokers.ib.wire`); None for other kinds.
+
+    Raises ValueError (or KeyError) for a malformed entry of a known kind.
+    """
+    if fields.get("kind") not in wire.KINDS:
+        return None
+    arguments = wire.decode(fields)
+    fill = arguments.pop("fill")
+    return BrokerEvent(**arguments, fill=Fill(**fill) if fill else None)
 
 
 def _working_state(order: Order) -> OrderState:
@@ -102,6 +117,21 @@ def _execution(order: Order, fill: Fill) -> bool:
     except IntegrityError:
         log.info("orders.execution_replayed", exec_id=fill.exec_id, order_id=str(order.id))
         return False
+    # The fill happened whatever the order's state says (even after a cancel): the position moves.
+    position_apply_execution(
+        tenant_id=order.tenant_id,
+        execution=ExecutionData(
+            account_id=order.account_id,
+            instrument_id=order.instrument_id,
+            exec_id=fill.exec_id,
+            side=order.side,
+            quantity=fill.quantity,
+            price=fill.price,
+            commission=fill.commission,
+            executed_at=fill.executed_at,
+        ),
+        actor=BROKER,
+    )
     before = OrderState(order.state)
     progress = apply_fill(
         Progress(before, order.quantity, order.filled_quantity, order.filled_notional),
@@ -119,6 +149,16 @@ def _execution(order: Order, fill: Fill) -> bool:
     return True
 
 
+def _revert_modification(order: Order) -> dict[str, str | None]:
+    """Put back the values the pending modification replaced (the broker kept the old ones)."""
+    pending = OrderEvent.objects.filter(order=order, to_state=OrderState.PENDING_MODIFY.value).order_by("-seq").first()
+    before: dict[str, str | None] = (pending.detail or {}).get("before", {}) if pending is not None else {}
+    for name, value in before.items():
+        if name in MODIFIABLE:
+            setattr(order, name, Decimal(value) if value is not None else None)
+    return {name: value for name, value in before.items() if name in MODIFIABLE}
+
+
 def _closed(order: Order, event: BrokerEvent) -> bool:
     state = OrderState(order.state)
     if event.kind == "rejected" and event.request in ("cancel", "modify"):
@@ -126,7 +166,15 @@ def _closed(order: Order, event: BrokerEvent) -> bool:
         if state not in (OrderState.PENDING_CANCEL, OrderState.PENDING_MODIFY):
             return False
         reason = f"{event.request} rejected: {event.reason}"
-        order_move(order=order, to=_working_state(order), actor=BROKER, reason=reason)
+        fields = _revert_modification(order) if state == OrderState.PENDING_MODIFY else {}
+        order_move(
+            order=order,
+            to=_working_state(order),
+            actor=BROKER,
+            reason=reason,
+            fields=fields,
+            detail={"reverted": fields},
+        )
         return True
     target = {"cancelled": OrderState.CANCELED, "rejected": OrderState.REJECTED, "expired": OrderState.EXPIRED}[
         event.kind

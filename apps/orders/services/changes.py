@@ -17,6 +17,7 @@ from apps.orders.serializers import dec, order_to_dict
 from apps.orders.services import routing
 from apps.orders.services.lifecycle import audit_order, order_get_for_update, order_move, order_touch
 from apps.orders.services.placement import Member, error_body
+from apps.orders.services.risk import order_modify_risk
 from apps.orders.state import OPEN, OrderState, cancel_target, modify_target, reduce_quantity_check
 
 MODIFIABLE = ("quantity", "limit_price", "stop_price", "trail_amount", "trail_percent")
@@ -72,6 +73,7 @@ def order_modify(*, member: Member, order_id: UUID, expected_version: int, modif
         )
     target = modify_target(OrderState(order.state))
     _check_modification(order, values)
+    order_modify_risk(order=order, values=values)  # limits apply to modifications too
     before = {name: dec(getattr(order, name)) for name in values}
     for name, value in values.items():
         setattr(order, name, value)

@@ -24,7 +24,7 @@ from apps.orders.serializers import order_to_dict
 from apps.orders.services import routing
 from apps.orders.services.idempotency import Replay, idempotency_claim, idempotency_store
 from apps.orders.services.lifecycle import audit_order, publish, record_event
-from apps.orders.state import OPEN
+from apps.orders.services.risk import order_risk
 from apps.tenants.models import Tenant, User
 from apps.tenants.scopes import Role
 
@@ -100,6 +100,7 @@ def _candidate(account: BrokerAccount, instrument: Instrument, fields: validatio
         side=fields.side,
         quantity=fields.quantity,
         price=fields.limit_price or fields.stop_price,
+        when_disconnected=account.orders_when_disconnected,
     )
 
 
@@ -114,11 +115,19 @@ def order_preview(*, member: Member, request: PlaceRequest) -> dict[str, Any]:
         pretrade.Check("validation", not problems, "valid" if not problems else f"invalid fields: {problems}"),
         *pretrade.evaluate(_candidate(account, instrument, request.fields)),
     ]
-    open_orders = Order.objects.filter(account=account, state__in=[state.value for state in OPEN])
+    risk = order_risk(
+        tenant=member.tenant,
+        account=account,
+        instrument=instrument,
+        fields=request.fields,
+        strategy_id=request.strategy_id,
+        outside_rth=request.outside_rth,
+        lock=False,
+    )
     return {
-        "accepted": all(check.passed for check in checks),
-        "checks": [{"gate": c.gate, "passed": c.passed, "detail": c.detail} for c in checks],
-        "projected": {"position": None, "gross_exposure": None, "open_orders": open_orders.count() + 1},
+        "accepted": all(check.passed for check in checks) and risk.accepted,
+        "checks": [{"gate": c.gate, "passed": c.passed, "detail": c.detail} for c in checks] + risk.checks,
+        "projected": risk.projected,
     }
 
 
@@ -233,6 +242,16 @@ def _place(*, member: Member, request: PlaceRequest) -> tuple[Order, list[Order]
     if problems:
         raise ValidationFailed("The order is invalid", fields=problems)
     pretrade.enforce(_candidate(account, instrument, fields))
+    # Serialises placements on the account until commit; raises the refusal (423 / 422 / 429).
+    order_risk(
+        tenant=member.tenant,
+        account=account,
+        instrument=instrument,
+        fields=fields,
+        strategy_id=request.strategy_id,
+        outside_rth=request.outside_rth,
+        lock=True,
+    )
     parent = _new_order(
         member=member,
         account=account,

@@ -1,0 +1,1 @@
+from tests.orders.conftest import account, instruments  # noqa: F401
