@@ -139,7 +139,7 @@ _db["OPTIONS"] = {
 _db["TEST"] = {"NAME": env.str("OMS_TEST_DB_NAME", default=f"test_oms_{os.getpid()}")}
 if not DB_POOL:
     _db["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
-    _db["CONN_HEALTH_CHECKS"] = True
+    _db["CONN_HEALTH_CHECKS"] = env.bool("DB_CONN_HEALTH_CHECKS", default=False)
 DATABASES = {"default": _db}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

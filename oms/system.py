@@ -64,11 +64,17 @@ def _git_revision() -> str:
     return result.stdout.strip() or "unknown"
 
 
-@router.get("/version", response=VersionOut, auth=None)
-def get_version(request: HttpRequest) -> dict[str, str]:
+@cache
+def _build() -> dict[str, str]:
+    # importlib.metadata scans the installed distributions: once per process is enough.
     return {
         "version": version("ib-oms"),
         "git_revision": _git_revision(),
         "api_version": API_VERSION,
         "python": platform.python_version(),
     }
+
+
+@router.get("/version", response=VersionOut, auth=None)
+def get_version(request: HttpRequest) -> dict[str, str]:
+    return _build()
