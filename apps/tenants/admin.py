@@ -2,15 +2,41 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.http import HttpRequest
 
 from apps.audit.admin import AuditedModelAdmin
+from apps.tenants.authcache import auth_epoch_bump
 from apps.tenants.models import ApiKey, Invitation, Membership, Tenant, User
 
 
+class AuthAffectingAdmin(AuditedModelAdmin):
+    """Edits here change who may act: cached authentications of the tenants involved are dropped."""
+
+    def tenants_of(self, obj: Any) -> list[Any]:
+        if isinstance(obj, Tenant):
+            return [obj.pk]
+        if isinstance(obj, User):
+            return list(Membership.objects.filter(user=obj).values_list("tenant_id", flat=True))
+        return [obj.tenant_id]
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        for tenant_id in self.tenants_of(obj):
+            auth_epoch_bump(tenant_id)
+
+    def delete_model(self, request: HttpRequest, obj: Any) -> None:
+        tenant_ids = self.tenants_of(obj)
+        super().delete_model(request, obj)
+        for tenant_id in tenant_ids:
+            auth_epoch_bump(tenant_id)
+
+
 @admin.register(Tenant)
-class TenantAdmin(AuditedModelAdmin):
+class TenantAdmin(AuthAffectingAdmin):
     list_display = ("slug", "name", "status", "display_timezone", "created_at")
     list_filter = ("status",)
     search_fields = ("slug", "name")
@@ -18,7 +44,7 @@ class TenantAdmin(AuditedModelAdmin):
 
 
 @admin.register(User)
-class UserAdmin(AuditedModelAdmin, DjangoUserAdmin):
+class UserAdmin(AuthAffectingAdmin, DjangoUserAdmin):
     ordering = ("email",)
     list_display = ("email", "full_name", "is_active", "is_staff", "mfa_enabled", "locked_until")
     list_filter = ("is_active", "is_staff")
@@ -38,7 +64,7 @@ class UserAdmin(AuditedModelAdmin, DjangoUserAdmin):
 
 
 @admin.register(Membership)
-class MembershipAdmin(AuditedModelAdmin):
+class MembershipAdmin(AuthAffectingAdmin):
     list_display = ("user", "tenant", "role", "created_at")
     list_filter = ("role",)
     search_fields = ("user__email", "tenant__slug")

@@ -77,10 +77,12 @@ def route_class(request: HttpRequest) -> str:
     return "read" if request.method in {"GET", "HEAD", "OPTIONS"} else "write"
 
 
-def enforce_rate_limit(request: HttpRequest, *, route: str, principal: str, tenant_id: str | None) -> None:
-    decision = ratelimit.check(route_class=route, principal=principal, tenant_id=tenant_id)
+def enforce_rate_limit(
+    request: HttpRequest, *, route: str, principal: str, tenant_id: str | None, with_epoch: bool = False
+) -> ratelimit.Decision | None:
+    decision = ratelimit.check(route_class=route, principal=principal, tenant_id=tenant_id, with_epoch=with_epoch)
     if decision is None:
-        return
+        return None
     request.rate_limit = decision  # type: ignore[attr-defined]  # the middleware adds X-RateLimit-*
     if not decision.allowed:
         raise RateLimited(
@@ -88,18 +90,20 @@ def enforce_rate_limit(request: HttpRequest, *, route: str, principal: str, tena
             retry_after=decision.retry_after,
             details={"route_class": route, "limit": decision.limit},
         )
+    return decision
 
 
 Scope = str | tuple[str, ...] | None  # a tuple: any one of these scopes
 
 
-def _authorise(request: HttpRequest, principal: Principal, scope: Scope) -> Principal:
+def _authorise(request: HttpRequest, principal: Principal, scope: Scope, *, rate_limited: bool = False) -> Principal:
     address = client_ip(request)
     if not ip_allowed(principal.tenant, address):
         raise PermissionDenied(f"Address {address} is not in the tenant's IP allowlist")
-    enforce_rate_limit(
-        request, route=route_class(request), principal=principal.rate_key, tenant_id=str(principal.tenant.id)
-    )
+    if not rate_limited:
+        enforce_rate_limit(
+            request, route=route_class(request), principal=principal.rate_key, tenant_id=str(principal.tenant.id)
+        )
     needed = (scope,) if isinstance(scope, str) else scope
     if needed and not principal.scopes.intersection(needed):
         raise PermissionDenied(
@@ -123,13 +127,21 @@ class JWTAuth(HttpBearer):
         except TokenError as exc:
             raise AuthenticationFailed(f"Access token rejected: {exc}") from exc
         try:
-            member = session_member_get(
-                user_id=UUID(claims["user_id"]),
-                tenant_id=UUID(claims["tenant_id"]),
-                family_id=UUID(claims["fam"]) if claims.get("fam") else None,
-            )
+            user_id, tenant_id = UUID(claims["user_id"]), UUID(claims["tenant_id"])
+            family_id = UUID(claims["fam"]) if claims.get("fam") else None
         except (KeyError, ValueError, TypeError) as exc:
             raise AuthenticationFailed("Access token is missing its user, tenant or session") from exc
+        # Rate limiting first: its Redis round trip also brings the tenant's authentication epoch,
+        # which lets the member lookup below come from this process's cache.
+        decision = enforce_rate_limit(
+            request, route=route_class(request), principal=f"user:{user_id}", tenant_id=str(tenant_id), with_epoch=True
+        )
+        member = session_member_get(
+            user_id=user_id,
+            tenant_id=tenant_id,
+            family_id=family_id,
+            epoch=decision.auth_epoch if decision is not None else None,
+        )
         if member is None:
             raise AuthenticationFailed("Access token no longer grants access to this tenant")
         if member.session_revoked:
@@ -147,7 +159,7 @@ class JWTAuth(HttpBearer):
             token_family_id=claims.get("fam"),
             mfa_enrolment_only=enrolment_only,
         )
-        return _authorise(request, principal, self.scope)
+        return _authorise(request, principal, self.scope, rate_limited=True)
 
 
 def hash_secret(secret: str) -> str:

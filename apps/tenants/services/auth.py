@@ -25,6 +25,7 @@ from rest_framework_simplejwt.tokens import RefreshToken
 from apps.audit.services import audit_record
 from apps.common.context import Actor, ActorKind
 from apps.common.errors import AuthenticationFailed, ValidationFailed
+from apps.tenants.authcache import auth_epoch_bump
 from apps.tenants.models import Membership, Tenant, TokenFamily, User
 from apps.tenants.services.mfa import totp_check
 
@@ -235,6 +236,7 @@ def _revoke_family(family: TokenFamily, *, reason: str) -> None:
     TokenFamily.objects.filter(id=family.id, revoked_at__isnull=True).update(
         revoked_at=timezone.now(), revoked_reason=reason
     )
+    auth_epoch_bump(family.tenant_id)
 
 
 @transaction.atomic(durable=True)
@@ -249,6 +251,7 @@ def logout(*, family_id: Any, tenant: Tenant, actor: Actor) -> None:
 
 def sessions_revoke(*, user: User, tenant: Tenant, reason: str) -> int:
     """End every session a user has in one tenant (removed from it, role lowered)."""
+    auth_epoch_bump(tenant.id)
     return TokenFamily.objects.filter(user=user, tenant=tenant, revoked_at__isnull=True).update(
         revoked_at=timezone.now(), revoked_reason=reason
     )

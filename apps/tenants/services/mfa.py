@@ -17,6 +17,7 @@ from apps.audit.services import audit_record
 from apps.common import crypto
 from apps.common.context import Actor
 from apps.common.errors import AuthenticationFailed, StateConflict
+from apps.tenants.authcache import auth_epoch_bump
 from apps.tenants.models import Tenant, User
 
 VALID_WINDOW = 1  # one 30 s step either side, for clock drift
@@ -78,6 +79,7 @@ def totp_confirm(*, user: User, tenant: Tenant, actor: Actor, otp: str) -> User:
         raise AuthenticationFailed("Invalid one-time code", details={"otp": ["invalid or already used"]})
     user.totp_confirmed_at = timezone.now()
     user.save(update_fields=["totp_confirmed_at"])
+    auth_epoch_bump(tenant.id)
     audit_record(tenant_id=tenant.id, actor=actor, action="mfa.enabled", resource_type="user", resource_id=user.id)
     return user
 
@@ -92,5 +94,6 @@ def totp_disable(*, user: User, tenant: Tenant, actor: Actor, otp: str) -> User:
         raise AuthenticationFailed("Invalid one-time code", details={"otp": ["invalid or already used"]})
     user.totp_secret_encrypted, user.totp_confirmed_at = "", None
     user.save(update_fields=["totp_secret_encrypted", "totp_confirmed_at"])
+    auth_epoch_bump(tenant.id)
     audit_record(tenant_id=tenant.id, actor=actor, action="mfa.disabled", resource_type="user", resource_id=user.id)
     return user

@@ -21,6 +21,7 @@ from django.utils import timezone
 from apps.audit.services import audit_record
 from apps.common.context import Actor, ActorKind
 from apps.common.errors import NotFound, PermissionDenied, StateConflict, ValidationFailed
+from apps.tenants.authcache import auth_epoch_bump
 from apps.tenants.models import Invitation, Membership, Tenant, User
 from apps.tenants.scopes import Role, may_grant
 from apps.tenants.selectors import invitation_get, membership_get
@@ -69,6 +70,7 @@ def tenant_update(*, tenant: Tenant, actor: Actor, changes: dict[str, Any]) -> T
         if name in TENANT_FIELDS:
             setattr(tenant, name, sorted(set(value)) if isinstance(value, list) else value)
     tenant.save()
+    auth_epoch_bump(tenant.id)  # allowlist, MFA policy and status apply to the next request
     audit_record(
         tenant_id=tenant.id,
         actor=actor,
@@ -135,6 +137,7 @@ def member_update(*, tenant: Tenant, actor: Actor, actor_role: Role, membership_
     before = {"role": membership.role}
     membership.role = granted
     membership.save(update_fields=["role", "updated_at"])
+    auth_epoch_bump(tenant.id)  # the new role's scopes apply to the member's next request
     audit_record(
         tenant_id=tenant.id,
         actor=actor,
