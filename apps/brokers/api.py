@@ -24,19 +24,10 @@ from apps.brokers.schemas import (
 from apps.common.pagination import paginate, parse_fields, select_fields
 from apps.common.schemas import Page
 from apps.tenants.auth import scoped
-from apps.tenants.principal import Principal
+from apps.tenants.principal import principal_of, viewer_kwargs
 
 brokers_router = Router(tags=["brokers"])
 instruments_router = Router(tags=["instruments"])
-
-
-def _principal(request: HttpRequest) -> Principal:
-    return request.auth  # type: ignore[attr-defined, no-any-return]
-
-
-def _who(request: HttpRequest) -> dict[str, Any]:
-    principal = _principal(request)
-    return {"tenant": principal.tenant, "user": principal.user, "role": principal.role}
 
 
 def account_out(account: BrokerAccount) -> dict[str, Any]:
@@ -76,7 +67,7 @@ def instrument_out(instrument: Instrument) -> dict[str, Any]:
 
 @brokers_router.get("/accounts", response=Page[BrokerAccountOut], auth=scoped("brokers:view"))
 def list_broker_accounts(request: HttpRequest, query: Query[AccountListQuery]) -> dict[str, Any]:
-    accounts = selectors.broker_account_list(**_who(request))
+    accounts = selectors.broker_account_list(**viewer_kwargs(request))
     if query.broker:
         accounts = accounts.filter(broker=query.broker)
     if query.status:
@@ -87,7 +78,7 @@ def list_broker_accounts(request: HttpRequest, query: Query[AccountListQuery]) -
 
 @brokers_router.post("/accounts", response={201: BrokerAccountOut}, auth=scoped("brokers:connect"))
 def create_broker_account(request: HttpRequest, payload: BrokerAccountIn) -> Status:
-    principal = _principal(request)
+    principal = principal_of(request)
     connection = payload.connection
     account = services.broker_account_create(
         tenant=principal.tenant,
@@ -104,39 +95,39 @@ def create_broker_account(request: HttpRequest, payload: BrokerAccountIn) -> Sta
 
 @brokers_router.get("/accounts/{account_id}", response=BrokerAccountOut, auth=scoped("brokers:view"))
 def get_broker_account(request: HttpRequest, account_id: UUID) -> dict[str, Any]:
-    return account_out(selectors.broker_account_get(**_who(request), account_id=account_id))
+    return account_out(selectors.broker_account_get(**viewer_kwargs(request), account_id=account_id))
 
 
 @brokers_router.post("/accounts/{account_id}/connect", response=BrokerAccountOut, auth=scoped("brokers:connect"))
 def connect_broker_account(request: HttpRequest, account_id: UUID) -> dict[str, Any]:
-    principal = _principal(request)
+    principal = principal_of(request)
     account = services.broker_account_connect(tenant=principal.tenant, actor=principal.actor, account_id=account_id)
     return account_out(account)
 
 
 @brokers_router.post("/accounts/{account_id}/disconnect", response=BrokerAccountOut, auth=scoped("brokers:connect"))
 def disconnect_broker_account(request: HttpRequest, account_id: UUID) -> dict[str, Any]:
-    principal = _principal(request)
+    principal = principal_of(request)
     account = services.broker_account_disconnect(tenant=principal.tenant, actor=principal.actor, account_id=account_id)
     return account_out(account)
 
 
 @brokers_router.post("/accounts/{account_id}/reconcile", response={202: RunOut}, auth=scoped("brokers:connect"))
 def reconcile_broker_account(request: HttpRequest, account_id: UUID) -> Status:
-    principal = _principal(request)
-    run = runs.reconciliation_request(**_who(request), actor=principal.actor, account_id=account_id)
+    principal = principal_of(request)
+    run = runs.reconciliation_request(**viewer_kwargs(request), actor=principal.actor, account_id=account_id)
     return Status(202, run_out(run))
 
 
 @brokers_router.get("/accounts/{account_id}/grants", response=list[GrantOut], auth=scoped("tenants:manage"))
 def list_broker_account_grants(request: HttpRequest, account_id: UUID) -> list[dict[str, Any]]:
-    account = selectors.broker_account_get(**_who(request), account_id=account_id)
+    account = selectors.broker_account_get(**viewer_kwargs(request), account_id=account_id)
     return [{"user_id": user.id, "email": user.email} for user in selectors.broker_account_grantees(account=account)]
 
 
 @brokers_router.post("/accounts/{account_id}/grants", response={201: GrantOut}, auth=scoped("tenants:manage"))
 def grant_broker_account(request: HttpRequest, account_id: UUID, payload: GrantIn) -> Status:
-    principal = _principal(request)
+    principal = principal_of(request)
     user = services.broker_account_grant(
         tenant=principal.tenant, actor=principal.actor, account_id=account_id, user_id=payload.user_id
     )
@@ -145,7 +136,7 @@ def grant_broker_account(request: HttpRequest, account_id: UUID, payload: GrantI
 
 @brokers_router.delete("/accounts/{account_id}/grants/{user_id}", response={204: None}, auth=scoped("tenants:manage"))
 def revoke_broker_account(request: HttpRequest, account_id: UUID, user_id: UUID) -> Status:
-    principal = _principal(request)
+    principal = principal_of(request)
     services.broker_account_revoke(
         tenant=principal.tenant, actor=principal.actor, account_id=account_id, user_id=user_id
     )

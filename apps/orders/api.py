@@ -33,7 +33,7 @@ from apps.orders.serializers import event_to_dict, execution_to_dict, order_to_d
 from apps.orders.services import changes, placement
 from apps.orders.services.idempotency import request_fingerprint
 from apps.tenants.auth import scoped
-from apps.tenants.principal import Principal
+from apps.tenants.principal import Principal, viewer_kwargs
 
 router = Router(tags=["orders"])
 executions_router = Router(tags=["orders"])
@@ -45,11 +45,6 @@ IF_MATCH = re.compile(r'^\s*(?:W/)?"?(\d{1,9})"?\s*$')
 def _member(request: HttpRequest) -> placement.Member:
     principal: Principal = request.auth  # type: ignore[attr-defined]
     return placement.Member(tenant=principal.tenant, actor=principal.actor, user=principal.user, role=principal.role)
-
-
-def _who(request: HttpRequest) -> dict[str, Any]:
-    principal: Principal = request.auth  # type: ignore[attr-defined]
-    return {"tenant": principal.tenant, "user": principal.user, "role": principal.role}
 
 
 def _place_request(payload: OrderIn) -> placement.PlaceRequest:
@@ -149,7 +144,7 @@ def list_orders(request: HttpRequest, query: Query[OrderListQuery]) -> Any:
     filters = selectors.OrderFilters(
         **query.model_dump(exclude={"limit", "cursor", "fields"}),
     )
-    orders = selectors.order_list(**_who(request), filters=filters)
+    orders = selectors.order_list(**viewer_kwargs(request), filters=filters)
     rows, next_cursor = paginate(orders, limit=query.limit, cursor=query.cursor)
     items = [order_to_dict(row) for row in rows]
     if fields:
@@ -160,7 +155,7 @@ def list_orders(request: HttpRequest, query: Query[OrderListQuery]) -> Any:
 
 @router.get("/{order_id}", response=OrderOut, auth=scoped("orders:view"))
 def get_order(request: HttpRequest, order_id: UUID, response: HttpResponse) -> dict[str, Any]:
-    order = selectors.order_get(**_who(request), order_id=order_id)
+    order = selectors.order_get(**viewer_kwargs(request), order_id=order_id)
     response["ETag"] = f'"{order.version}"'
     legs = selectors.order_legs(order=order) if order.parent_id is None and order.order_class != "SIMPLE" else None
     return order_to_dict(order, legs=legs)
@@ -200,20 +195,20 @@ def cancel_order(request: HttpRequest, order_id: UUID) -> Status:
 @router.get("/{order_id}/events", response=Page[OrderEventOut], auth=scoped("orders:view"))
 def list_order_events(request: HttpRequest, order_id: UUID) -> dict[str, Any]:
     # An order's lifecycle is short: all of it in one page, oldest first.
-    order = selectors.order_get(**_who(request), order_id=order_id)
+    order = selectors.order_get(**viewer_kwargs(request), order_id=order_id)
     return {"items": [event_to_dict(event) for event in selectors.order_event_list(order=order)], "next": None}
 
 
 @router.get("/{order_id}/executions", response=Page[ExecutionOut], auth=scoped("orders:view"))
 def list_order_executions(request: HttpRequest, order_id: UUID, query: Query[PageQuery]) -> dict[str, Any]:
-    order = selectors.order_get(**_who(request), order_id=order_id)
-    executions = selectors.execution_list(**_who(request), order=order)
+    order = selectors.order_get(**viewer_kwargs(request), order_id=order_id)
+    executions = selectors.execution_list(**viewer_kwargs(request), order=order)
     rows, next_cursor = paginate(executions, limit=query.limit, cursor=query.cursor, time_field="executed_at")
     return {"items": [execution_to_dict(row) for row in rows], "next": next_cursor}
 
 
 @executions_router.get("", response=Page[ExecutionOut], auth=scoped("orders:view"))
 def list_executions(request: HttpRequest, query: Query[PageQuery]) -> dict[str, Any]:
-    executions = selectors.execution_list(**_who(request))
+    executions = selectors.execution_list(**viewer_kwargs(request))
     rows, next_cursor = paginate(executions, limit=query.limit, cursor=query.cursor, time_field="executed_at")
     return {"items": [execution_to_dict(row) for row in rows], "next": next_cursor}

@@ -39,30 +39,21 @@ from apps.risk.serializers import (
 )
 from apps.risk.services import controls, limits
 from apps.tenants.auth import scoped
-from apps.tenants.principal import Principal
+from apps.tenants.principal import actor_kwargs, principal_of
 
 router = Router(tags=["risk"])
 READ = ("risk:manage", "orders:view")
 
 
-def _principal(request: HttpRequest) -> Principal:
-    return request.auth  # type: ignore[attr-defined, no-any-return]
-
-
-def _who(request: HttpRequest) -> dict[str, Any]:
-    principal = _principal(request)
-    return {"tenant": principal.tenant, "actor": principal.actor}
-
-
 @router.get("/status", response=StatusOut, auth=scoped(READ))
 def get_risk_status(request: HttpRequest) -> dict[str, Any]:
-    principal = _principal(request)
+    principal = principal_of(request)
     return selectors.risk_status(tenant=principal.tenant, user=principal.user, role=principal.role)
 
 
 @router.get("/limits", response=Page[LimitOut], auth=scoped(READ))
 def list_risk_limits(request: HttpRequest, query: Query[LimitQuery]) -> dict[str, Any]:
-    rows = selectors.risk_limit_list(tenant=_principal(request).tenant, kind=query.kind, scope=query.scope)
+    rows = selectors.risk_limit_list(tenant=principal_of(request).tenant, kind=query.kind, scope=query.scope)
     page, next_cursor = paginate(rows, limit=query.limit, cursor=query.cursor)
     return {"items": [limit_to_dict(row) for row in page], "next": next_cursor}
 
@@ -77,29 +68,29 @@ def create_risk_limit(request: HttpRequest, payload: LimitIn) -> Status:
         period=payload.period,
         enabled=payload.enabled,
     )
-    return Status(201, limit_to_dict(limits.risk_limit_create(**_who(request), data=data)))
+    return Status(201, limit_to_dict(limits.risk_limit_create(**actor_kwargs(request), data=data)))
 
 
 @router.get("/limits/{limit_id}", response=LimitOut, auth=scoped(READ))
 def get_risk_limit(request: HttpRequest, limit_id: UUID) -> dict[str, Any]:
-    return limit_to_dict(selectors.risk_limit_get(tenant=_principal(request).tenant, limit_id=limit_id))
+    return limit_to_dict(selectors.risk_limit_get(tenant=principal_of(request).tenant, limit_id=limit_id))
 
 
 @router.patch("/limits/{limit_id}", response=LimitOut, auth=scoped("risk:manage"))
 def update_risk_limit(request: HttpRequest, limit_id: UUID, payload: LimitPatch) -> dict[str, Any]:
     changes = {name: getattr(payload, name) for name in payload.model_fields_set}
-    return limit_to_dict(limits.risk_limit_update(**_who(request), limit_id=limit_id, changes=changes))
+    return limit_to_dict(limits.risk_limit_update(**actor_kwargs(request), limit_id=limit_id, changes=changes))
 
 
 @router.delete("/limits/{limit_id}", response={204: None}, auth=scoped("risk:manage"))
 def delete_risk_limit(request: HttpRequest, limit_id: UUID) -> Status:
-    limits.risk_limit_delete(**_who(request), limit_id=limit_id)
+    limits.risk_limit_delete(**actor_kwargs(request), limit_id=limit_id)
     return Status(204, None)
 
 
 @router.get("/overrides", response=Page[OverrideOut], auth=scoped(READ))
 def list_risk_overrides(request: HttpRequest, query: Query[ActiveQuery]) -> dict[str, Any]:
-    rows = selectors.risk_override_list(tenant=_principal(request).tenant, active=query.active)
+    rows = selectors.risk_override_list(tenant=principal_of(request).tenant, active=query.active)
     page, next_cursor = paginate(rows, limit=query.limit, cursor=query.cursor)
     now = timezone.now()
     return {"items": [override_to_dict(row, now=now) for row in page], "next": next_cursor}
@@ -108,7 +99,7 @@ def list_risk_overrides(request: HttpRequest, query: Query[ActiveQuery]) -> dict
 @router.post("/overrides", response={201: OverrideOut}, auth=scoped("risk:override"))
 def create_risk_override(request: HttpRequest, payload: OverrideIn) -> Status:
     override = limits.risk_override_create(
-        **_who(request),
+        **actor_kwargs(request),
         limit_id=payload.limit_id,
         value=payload.value,
         reason=payload.reason,
@@ -121,13 +112,13 @@ def create_risk_override(request: HttpRequest, payload: OverrideIn) -> Status:
 
 @router.delete("/overrides/{override_id}", response=OverrideOut, auth=scoped("risk:override"))
 def revoke_risk_override(request: HttpRequest, override_id: UUID) -> dict[str, Any]:
-    override = limits.risk_override_revoke(**_who(request), override_id=override_id)
+    override = limits.risk_override_revoke(**actor_kwargs(request), override_id=override_id)
     return override_to_dict(override, now=timezone.now())
 
 
 @router.get("/kill-switch", response=Page[KillSwitchOut], auth=scoped(READ))
 def list_kill_switches(request: HttpRequest, query: Query[ActiveQuery]) -> dict[str, Any]:
-    rows = selectors.kill_switch_list(tenant=_principal(request).tenant, active=query.active)
+    rows = selectors.kill_switch_list(tenant=principal_of(request).tenant, active=query.active)
     page, next_cursor = paginate(rows, limit=query.limit, cursor=query.cursor)
     return {"items": [kill_switch_to_dict(row) for row in page], "next": next_cursor}
 
@@ -135,25 +126,25 @@ def list_kill_switches(request: HttpRequest, query: Query[ActiveQuery]) -> dict[
 @router.post("/kill-switch", response={200: KillSwitchOut, 201: KillSwitchOut}, auth=scoped("risk:manage"))
 def engage_kill_switch(request: HttpRequest, payload: KillSwitchIn) -> Status:
     switch, created = controls.kill_switch_engage(
-        **_who(request), scope=payload.scope, scope_id=payload.scope_id, reason=payload.reason
+        **actor_kwargs(request), scope=payload.scope, scope_id=payload.scope_id, reason=payload.reason
     )
     return Status(201 if created else 200, kill_switch_to_dict(switch))
 
 
 @router.get("/kill-switch/{kill_switch_id}", response=KillSwitchOut, auth=scoped(READ))
 def get_kill_switch(request: HttpRequest, kill_switch_id: UUID) -> dict[str, Any]:
-    switch = selectors.kill_switch_get(tenant=_principal(request).tenant, kill_switch_id=kill_switch_id)
+    switch = selectors.kill_switch_get(tenant=principal_of(request).tenant, kill_switch_id=kill_switch_id)
     return kill_switch_to_dict(switch)
 
 
 @router.delete("/kill-switch/{kill_switch_id}", response=KillSwitchOut, auth=scoped("risk:override"))
 def release_kill_switch(request: HttpRequest, kill_switch_id: UUID) -> dict[str, Any]:
-    return kill_switch_to_dict(controls.kill_switch_release(**_who(request), kill_switch_id=kill_switch_id))
+    return kill_switch_to_dict(controls.kill_switch_release(**actor_kwargs(request), kill_switch_id=kill_switch_id))
 
 
 @router.get("/breakers", response=Page[BreakerOut], auth=scoped(READ))
 def list_circuit_breakers(request: HttpRequest, query: Query[BreakerQuery]) -> dict[str, Any]:
-    rows = selectors.breaker_list(tenant=_principal(request).tenant, state=query.state)
+    rows = selectors.breaker_list(tenant=principal_of(request).tenant, state=query.state)
     page, next_cursor = paginate(rows, limit=query.limit, cursor=query.cursor)
     return {"items": [breaker_to_dict(row) for row in page], "next": next_cursor}
 
@@ -161,19 +152,19 @@ def list_circuit_breakers(request: HttpRequest, query: Query[BreakerQuery]) -> d
 @router.post("/breakers", response={201: BreakerOut}, auth=scoped("risk:manage"))
 def trip_circuit_breaker(request: HttpRequest, payload: BreakerIn) -> Status:
     breaker = controls.breaker_trip_manual(
-        **_who(request), kind=payload.kind, account_id=payload.account_id, reason=payload.reason
+        **actor_kwargs(request), kind=payload.kind, account_id=payload.account_id, reason=payload.reason
     )
     return Status(201, breaker_to_dict(breaker))
 
 
 @router.post("/breakers/{breaker_id}/reset", response=BreakerOut, auth=scoped("risk:override"))
 def reset_circuit_breaker(request: HttpRequest, breaker_id: UUID) -> dict[str, Any]:
-    return breaker_to_dict(controls.breaker_reset(**_who(request), breaker_id=breaker_id))
+    return breaker_to_dict(controls.breaker_reset(**actor_kwargs(request), breaker_id=breaker_id))
 
 
 @router.get("/accounts/{account_id}", response=AccountRiskOut, auth=scoped(READ))
 def get_account_risk(request: HttpRequest, account_id: UUID) -> dict[str, Any]:
-    principal = _principal(request)
+    principal = principal_of(request)
     account = broker_account_get(
         tenant=principal.tenant, user=principal.user, role=principal.role, account_id=account_id
     )
@@ -183,4 +174,6 @@ def get_account_risk(request: HttpRequest, account_id: UUID) -> dict[str, Any]:
 @router.patch("/accounts/{account_id}", response=AccountRiskOut, auth=scoped("risk:manage"))
 def update_account_risk(request: HttpRequest, account_id: UUID, payload: AccountRiskPatch) -> dict[str, Any]:
     changes = {name: getattr(payload, name) for name in payload.model_fields_set}
-    return account_risk_to_dict(limits.account_risk_update(**_who(request), account_id=account_id, changes=changes))
+    return account_risk_to_dict(
+        limits.account_risk_update(**actor_kwargs(request), account_id=account_id, changes=changes)
+    )

@@ -15,7 +15,7 @@ from apps.brokers.ib.models import ReconciliationRun
 from apps.common.pagination import paginate
 from apps.common.schemas import Page
 from apps.tenants.auth import scoped
-from apps.tenants.principal import Principal
+from apps.tenants.principal import viewer_kwargs
 
 router = Router(tags=["reconciliation"])
 
@@ -90,18 +90,13 @@ def run_out(run: ReconciliationRun, *, drifts: bool = False) -> dict[str, Any]:
     return body
 
 
-def _who(request: HttpRequest) -> dict[str, Any]:
-    principal: Principal = request.auth  # type: ignore[attr-defined]
-    return {"tenant": principal.tenant, "user": principal.user, "role": principal.role}
-
-
 @router.get("/runs", response=Page[RunOut], auth=scoped("positions:view"))
 def list_reconciliation_runs(request: HttpRequest, query: Query[RunQuery]) -> dict[str, Any]:
-    found = runs.reconciliation_run_list(**_who(request), account_id=query.account_id)
+    found = runs.reconciliation_run_list(**viewer_kwargs(request), account_id=query.account_id)
     rows, next_cursor = paginate(found, limit=query.limit, cursor=query.cursor)
     return {"items": [run_out(row) for row in rows], "next": next_cursor}
 
 
 @router.get("/runs/{run_id}", response=RunOut, auth=scoped("positions:view"))
 def get_reconciliation_run(request: HttpRequest, run_id: UUID) -> dict[str, Any]:
-    return run_out(runs.reconciliation_run_get(**_who(request), run_id=run_id), drifts=True)
+    return run_out(runs.reconciliation_run_get(**viewer_kwargs(request), run_id=run_id), drifts=True)
