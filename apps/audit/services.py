@@ -31,9 +31,13 @@ def audit_record(
 ) -> AuditLog:
     """Append one entry to the tenant's chain; call it as the last write of a transaction."""
     chain_key = tenant_id or NIL_CHAIN
-    with transaction.atomic():
-        AuditChainHead.objects.get_or_create(chain=chain_key)
-        head = AuditChainHead.objects.select_for_update().get(chain=chain_key)
+    # No savepoint inside the caller's transaction (two round trips, the second one while holding
+    # the chain head); outside one, this is the transaction.
+    with transaction.atomic(savepoint=False):
+        head = AuditChainHead.objects.select_for_update().filter(chain=chain_key).first()
+        if head is None:  # the chain's first entry
+            AuditChainHead.objects.get_or_create(chain=chain_key)
+            head = AuditChainHead.objects.select_for_update().get(chain=chain_key)
         entry = AuditLog(
             tenant_id=tenant_id,
             seq=head.seq + 1,

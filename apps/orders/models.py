@@ -8,7 +8,7 @@ from decimal import Decimal
 from django.db import models
 
 from apps.brokers.models import BrokerAccount, Instrument
-from apps.orders.state import OrderState
+from apps.orders.state import OPEN, OrderState
 from apps.tenants.models import Tenant, User
 
 PRICE = {"max_digits": 20, "decimal_places": 8}
@@ -106,6 +106,13 @@ class Order(models.Model):
             models.Index(fields=["account", "-created_at"], name="order_account_created"),
             models.Index(fields=["tenant", "symbol", "-created_at"], name="order_tenant_symbol"),
             models.Index(fields=["broker_order_id"], name="order_broker_order_id"),
+            # Risk reads the working orders under the account lock of every placement; a partial
+            # index keeps that read proportional to the working orders, not to the order history.
+            models.Index(
+                fields=["tenant", "instrument"],
+                condition=models.Q(state__in=sorted(state.value for state in OPEN)),
+                name="order_tenant_working",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -65,10 +65,22 @@ def _locked_position(*, tenant_id: UUID, account_id: UUID, instrument_id: UUID) 
     return positions.get(**key)
 
 
-def position_apply_execution(*, tenant_id: UUID, execution: ExecutionData, actor: Actor) -> Position:
+@dataclass(frozen=True, slots=True)
+class PositionMove:
+    """A position moved by one execution, with the before and after its audit row records."""
+
+    tenant_id: UUID
+    position: Position
+    before: dict[str, Any]
+    after: dict[str, Any]
+
+
+def position_apply_execution(*, tenant_id: UUID, execution: ExecutionData) -> PositionMove:
     """Move the account's position by one execution; call inside the transaction recording it.
 
-    The caller guarantees each execution is applied once (its exec id is unique).
+    The caller guarantees each execution is applied once (its exec id is unique), and writes the
+    audit row with `position_move_audit` as its transaction's last write: the audit chain head is
+    locked from the first audit row to the commit, and every write of the tenant waits for it.
     """
     position = _locked_position(
         tenant_id=tenant_id, account_id=execution.account_id, instrument_id=execution.instrument_id
@@ -114,21 +126,26 @@ def position_apply_execution(*, tenant_id: UUID, execution: ExecutionData, actor
         aggregate_id=position.id,
         payload={**body, "exec_id": execution.exec_id, "version": position.version},
     )
+    audited = {
+        "quantity": body["quantity"],
+        "avg_cost": body["avg_cost"],
+        "realized": body["realized_pnl"],
+        "exec_id": execution.exec_id,
+    }
+    return PositionMove(tenant_id, position, old, audited)
+
+
+def position_move_audit(*, move: PositionMove, actor: Actor) -> None:
+    """Audit one position move; call it among the last writes of the transaction."""
     audit_record(
-        tenant_id=tenant_id,
+        tenant_id=move.tenant_id,
         actor=actor,
         action="position.execution_applied",
         resource_type="position",
-        resource_id=position.id,
-        before=old,
-        after={
-            "quantity": body["quantity"],
-            "avg_cost": body["avg_cost"],
-            "realized": body["realized_pnl"],
-            "exec_id": execution.exec_id,
-        },
+        resource_id=move.position.id,
+        before=move.before,
+        after=move.after,
     )
-    return position
 
 
 @dataclass(frozen=True, slots=True)

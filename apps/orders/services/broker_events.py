@@ -8,6 +8,8 @@ never decides which tenant a row belongs to.
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -23,7 +25,7 @@ from apps.orders.models import Execution, ExecutionKey, Order, OrderEvent
 from apps.orders.services.changes import MODIFIABLE
 from apps.orders.services.lifecycle import audit_order, order_move, order_touch
 from apps.orders.state import TERMINAL, OrderState, Progress, apply_fill
-from apps.portfolio.services import ExecutionData, position_apply_execution
+from apps.portfolio.services import ExecutionData, PositionMove, position_apply_execution, position_move_audit
 
 log = structlog.get_logger(__name__)
 BROKER = Actor.system("broker")
@@ -94,7 +96,7 @@ def _accepted(order: Order, event: BrokerEvent) -> bool:
     return False
 
 
-def _execution(order: Order, fill: Fill) -> bool:
+def _execution(order: Order, fill: Fill) -> PositionMove | None:
     try:
         with transaction.atomic():
             execution = Execution.objects.create(
@@ -116,9 +118,9 @@ def _execution(order: Order, fill: Fill) -> bool:
             )
     except IntegrityError:
         log.info("orders.execution_replayed", exec_id=fill.exec_id, order_id=str(order.id))
-        return False
+        return None
     # The fill happened whatever the order's state says (even after a cancel): the position moves.
-    position_apply_execution(
+    move = position_apply_execution(
         tenant_id=order.tenant_id,
         execution=ExecutionData(
             account_id=order.account_id,
@@ -130,7 +132,6 @@ def _execution(order: Order, fill: Fill) -> bool:
             commission=fill.commission,
             executed_at=fill.executed_at,
         ),
-        actor=BROKER,
     )
     before = OrderState(order.state)
     progress = apply_fill(
@@ -146,7 +147,7 @@ def _execution(order: Order, fill: Fill) -> bool:
     else:
         # A fill while a request is pending, or after the order closed: recorded, state kept.
         order_touch(order, fields=fields, actor=BROKER, kind="EXECUTION", detail=detail)
-    return True
+    return move
 
 
 def _revert_modification(order: Order) -> dict[str, str | None]:
@@ -189,6 +190,27 @@ def _closed(order: Order, event: BrokerEvent) -> bool:
     return True
 
 
+def _apply(order: Order, event: BrokerEvent) -> tuple[bool, PositionMove | None]:
+    """Apply one event to its locked order; return whether it changed and the position it moved."""
+    if event.kind == "accepted":
+        return _accepted(order, event), None
+    if event.kind == "execution" and event.fill is not None:
+        move = _execution(order, event.fill)
+        return move is not None, move
+    if event.kind in ("cancelled", "rejected", "expired"):
+        return _closed(order, event), None
+    log.warning("orders.broker_event_unknown_kind", kind=event.kind, order_id=str(order.id))
+    return False, None
+
+
+def _audit(audits: list[tuple[Order, str, PositionMove | None]]) -> None:
+    # Audit rows last: the tenant's audit chain head stays locked from the first one to the commit.
+    for order, kind, move in audits:
+        if move is not None:
+            position_move_audit(move=move, actor=BROKER)
+        audit_order(order=order, actor=BROKER, action=f"order.broker_{kind}")
+
+
 @transaction.atomic(durable=True)
 def broker_event_apply(*, event: BrokerEvent) -> Order | None:
     """Apply one broker event to its order; return the order, or None when it is unknown."""
@@ -197,15 +219,32 @@ def broker_event_apply(*, event: BrokerEvent) -> Order | None:
     except Order.DoesNotExist:
         log.warning("orders.broker_event_unknown_order", order_id=str(event.order_id), kind=event.kind)
         return None
-    if event.kind == "accepted":
-        changed = _accepted(order, event)
-    elif event.kind == "execution" and event.fill is not None:
-        changed = _execution(order, event.fill)
-    elif event.kind in ("cancelled", "rejected", "expired"):
-        changed = _closed(order, event)
-    else:
-        log.warning("orders.broker_event_unknown_kind", kind=event.kind, order_id=str(order.id))
-        return order
+    changed, move = _apply(order, event)
     if changed:
-        audit_order(order=order, actor=BROKER, action=f"order.broker_{event.kind}")
+        _audit([(order, event.kind, move)])
     return order
+
+
+@transaction.atomic(durable=True)
+def broker_events_apply(*, events: Sequence[BrokerEvent]) -> int:
+    """Apply broker events in stream order in one transaction; return how many changed an order.
+
+    One commit and one hold of the audit chain head for the batch instead of one per event. The
+    orders are locked up front in id order (as the kill switch's batches lock them), so the two
+    cannot deadlock. A DomainError (a broker anomaly) rolls the whole batch back: the caller then
+    applies its events one by one with `broker_event_apply`.
+    """
+    ids = sorted({event.order_id for event in events})
+    orders = {order.id: order for order in Order.objects.select_for_update().filter(id__in=ids).order_by("id")}
+    audits: list[tuple[Order, str, PositionMove | None]] = []
+    for event in events:
+        order = orders.get(event.order_id)
+        if order is None or order.account_id != event.account_id:
+            log.warning("orders.broker_event_unknown_order", order_id=str(event.order_id), kind=event.kind)
+            continue
+        changed, move = _apply(order, event)
+        if changed:
+            # A copy: a later event of the batch moves the order on, its audit row says where it was.
+            audits.append((copy.copy(order), event.kind, move))
+    _audit(audits)
+    return len(audits)

@@ -3,6 +3,7 @@ transaction, the idempotency record with it, and routing after commit."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -173,8 +174,11 @@ def _new_order(
         created_at=now,
         updated_at=now,
     )
+    # A generated client_order_id (a new UUID, or a leg's suffix on one) cannot collide, so it
+    # skips the savepoint (two round trips while the account lock is held).
+    guard = transaction.atomic() if request.client_order_id else contextlib.nullcontext()
     try:
-        with transaction.atomic():
+        with guard:
             order.save(force_insert=True)
     except IntegrityError as exc:
         raise StateConflict(

@@ -10,6 +10,7 @@ global cancel per IB account when the whole account is covered.
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
 from functools import partial
 from uuid import UUID
@@ -44,13 +45,20 @@ BATCH = 100
 
 
 def order_book(query: BookQuery) -> Book:
-    """The account's open orders (plus the tenant's in the instrument) and its recent submissions."""
-    account = Q(account_id=query.account_id)
-    scope = account
-    if query.instrument_id is not None:
+    """The account's open orders (plus the tenant's in the instrument) and its recent submissions.
+
+    One query (placements call it while holding the account lock): the working orders through
+    the partial index `order_tenant_working`, OR the account's orders created since `since`.
+    """
+    tenant_id = query.tenant_id
+    if tenant_id is None:
         tenant_id = BrokerAccount.objects.filter(id=query.account_id).values_list("tenant_id", flat=True).first()
-        scope = account | Q(tenant_id=tenant_id, instrument_id=query.instrument_id)
-    rows = Order.objects.filter(scope, state__in=OPEN_STATES).values_list(
+    scope = Q(account_id=query.account_id)
+    if query.instrument_id is not None:
+        scope |= Q(instrument_id=query.instrument_id)
+    working = Q(scope, tenant_id=tenant_id, state__in=OPEN_STATES)
+    recent = Q(account_id=query.account_id, created_at__gt=query.since, parent__isnull=True)
+    rows = Order.objects.filter(working | recent).values_list(
         "id",
         "account_id",
         "instrument_id",
@@ -60,17 +68,18 @@ def order_book(query: BookQuery) -> Book:
         "filled_quantity",
         "limit_price",
         "strategy_id",
+        "state",
+        "created_at",
+        "parent_id",
     )
-    open_orders = tuple(
-        BookOrder(oid, aid, iid, side, kind, qty - filled, price, strategy)
-        for oid, aid, iid, side, kind, qty, filled, price, strategy in rows
-    )
-    submissions = tuple(
-        Order.objects.filter(account_id=query.account_id, created_at__gt=query.since, parent__isnull=True).values_list(
-            "created_at", flat=True
-        )
-    )
-    return Book(open_orders=open_orders, submissions=submissions)
+    open_orders: list[BookOrder] = []
+    submissions: list[datetime] = []
+    for oid, aid, iid, side, kind, qty, filled, price, strategy, state, created_at, parent_id in rows:
+        if state in OPEN_STATES and (aid == query.account_id or iid == query.instrument_id):
+            open_orders.append(BookOrder(oid, aid, iid, side, kind, qty - filled, price, strategy))
+        if aid == query.account_id and created_at > query.since and parent_id is None:
+            submissions.append(created_at)
+    return Book(open_orders=tuple(open_orders), submissions=tuple(submissions))
 
 
 def risk_spec(

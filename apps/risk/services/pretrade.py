@@ -14,7 +14,7 @@ Orders sit above this app, so risk never reads the order tables: the caller hand
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -76,6 +76,7 @@ class BookQuery:
     account_id: UUID
     instrument_id: UUID | None
     since: datetime
+    tenant_id: UUID | None = None  # the account's tenant, when the caller knows it (saves a query)
 
 
 BookProvider = Callable[[BookQuery], Book]
@@ -203,6 +204,27 @@ def account_marks(
     positions = list(Position.objects.filter(account=account).select_related("instrument"))
     prices = last_prices(client=get_redis(), instrument_ids=[*(str(p.instrument_id) for p in positions), *extra])
     last = {key: price.last for key, price in prices.items()}
+    return marks_of(positions=positions, last=last, yesterday=_yesterday_unrealized(account, now), row=row, now=now)
+
+
+def _yesterday_unrealized(account: BrokerAccount, now: datetime) -> Decimal | None:
+    return (
+        PnlSnapshot.objects.filter(account=account, day__lt=now.astimezone(UTC).date())
+        .order_by("-day")
+        .values_list("unrealized_pnl", flat=True)
+        .first()
+    )
+
+
+def marks_of(
+    *,
+    positions: list[Position],
+    last: dict[str, Decimal],
+    yesterday: Decimal | None,
+    row: AccountRisk | None,
+    now: datetime,
+) -> Marks:
+    """Value positions (their instruments loaded) at `last` prices; no I/O."""
     today = now.astimezone(UTC).date()
     holdings: dict[str, Holding] = {}
     realized = realized_today = unrealized = ZERO
@@ -218,18 +240,12 @@ def account_marks(
         mark = price if price is not None else (position.avg_cost or None)
         holdings[key] = Holding(key, position.symbol, position.quantity, mark, multiplier)
     capital = row.capital if row is not None and row.capital is not None else defaults().default_capital
-    yesterday = (
-        PnlSnapshot.objects.filter(account=account, day__lt=today)
-        .order_by("-day")
-        .values_list("unrealized_pnl", flat=True)
-        .first()
-    )
     day_pnl = realized_today + unrealized - (yesterday or ZERO)
     return Marks(holdings, last, capital + realized + unrealized, day_pnl, unrealized)
 
 
 def _halts(
-    *, tenant_id: UUID, account_id: UUID, order: OrderSpec, row: AccountRisk | None
+    *, tenant_id: UUID, account_id: UUID, order: OrderSpec, trading_state: str | None
 ) -> tuple[list[gates.Halt], list[str]]:
     halts: list[gates.Halt] = []
     reducing: list[str] = []
@@ -246,9 +262,9 @@ def _halts(
             halts.append(gates.Halt(f"circuit breaker {breaker.kind}", str(breaker.id), breaker.reason))
         else:
             reducing.append(f"circuit breaker {breaker.kind} open: {breaker.reason}")
-    if row is not None and row.trading_state == derisk.TradingState.HALTED:
+    if trading_state == derisk.TradingState.HALTED:
         halts.append(gates.Halt("trading state", str(account_id), "account set to HALTED by a risk manager"))
-    elif row is not None and row.trading_state == derisk.TradingState.REDUCING:
+    elif trading_state == derisk.TradingState.REDUCING:
         reducing.append("account set to REDUCING by a risk manager")
     return halts, reducing
 
@@ -294,10 +310,13 @@ def pretrade_evaluate(
     in that precedence; with `lock=False` (a preview) every check is returned.
     """
     with EVALUATIONS.time():
-        if lock:
-            account_lock(account_id=account.id)
         now = now or timezone.now()
         instrument = order.instrument
+        # Configuration, prices and yesterday's P&L are read before the lock: placements do not
+        # change them, and the lock is held (by every placement on the account, one after the
+        # other) only for what they do change: the book, the positions, and the halts (kill
+        # switches, breakers, the trading state), which stay inside so that a halt set while an
+        # order waits for the lock stops it.
         row = AccountRisk.objects.filter(account=account).first()
         calendar = account_calendar(account, row)
         limits = _limits(tenant_id=tenant.id, account_id=account.id, order=order, now=now)
@@ -305,12 +324,34 @@ def pretrade_evaluate(
         longest = max(
             (limit.period_seconds or 0 for limit in limits if limit.kind == gates.LimitKind.ORDER_RATE), default=0
         )
-        held = book(BookQuery(account.id, instrument.id, since=now - timedelta(seconds=longest)))
-        marks = account_marks(account=account, row=row, now=now, extra=(str(instrument.id),))
+        asked = {str(i) for i in Position.objects.filter(account=account).values_list("instrument_id", flat=True)}
+        asked.add(str(instrument.id))
+        prices = last_prices(client=get_redis(), instrument_ids=asked)
+        yesterday = _yesterday_unrealized(account, now)
+        compliance = compliance_snapshot(
+            tenant_id=tenant.id,
+            account_id=account.id,
+            symbol=instrument.symbol,
+            calendar=calendar,
+            now=now,
+            working=(),
+        )
+        if lock:
+            account_lock(account_id=account.id)
+        held = book(BookQuery(account.id, instrument.id, since=now - timedelta(seconds=longest), tenant_id=tenant.id))
+        positions = list(Position.objects.filter(account=account).select_related("instrument"))
+        missing = [str(p.instrument_id) for p in positions if str(p.instrument_id) not in asked]
+        if missing:  # a position opened while this order waited for the lock
+            prices |= last_prices(client=get_redis(), instrument_ids=missing)
+        last = {key: price.last for key, price in prices.items()}
+        marks = marks_of(positions=positions, last=last, yesterday=yesterday, row=row, now=now)
         peak = max(row.peak_equity if row is not None else ZERO, marks.equity)
         if lock and row is not None and marks.equity > row.peak_equity:
             AccountRisk.objects.filter(account=account, peak_equity__lt=marks.equity).update(peak_equity=marks.equity)
-        halts, reducing = _halts(tenant_id=tenant.id, account_id=account.id, order=order, row=row)
+        trading_state = row.trading_state if row is not None else None
+        if lock:  # a halt set while this order waited for the lock stops it
+            trading_state = AccountRisk.objects.filter(account=account).values_list("trading_state", flat=True).first()
+        halts, reducing = _halts(tenant_id=tenant.id, account_id=account.id, order=order, trading_state=trading_state)
         step = derisk_state_of(row=row, calendar=calendar, now=now)
         spec = gates.OrderSpec(
             account_id=str(account.id),
@@ -362,14 +403,7 @@ def pretrade_evaluate(
             outside_rth=order.outside_rth,
             replaces=spec.replaces,
         )
-        compliance = compliance_snapshot(
-            tenant_id=tenant.id,
-            account_id=account.id,
-            symbol=instrument.symbol,
-            calendar=calendar,
-            now=now,
-            working=working,
-        )
+        compliance = replace(compliance, working=tuple(working))
         evaluation = gates.Evaluation((*result.checks, *_compliance_checks(compliance, candidate)), result.projected)
     if lock:
         refuse(evaluation, account=account)

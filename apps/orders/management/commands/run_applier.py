@@ -1,7 +1,7 @@
 """`manage.py run_applier`: the one writer of broker events, from `ib:events` into orders and positions.
 
-It reads the stream in the consumer group `oms-applier` and applies each event in its own
-transaction (`broker_event_apply`), acknowledging only after the commit: a crash in between
+It reads the stream in the consumer group `oms-applier` and applies each batch it reads in one
+transaction (`broker_events_apply`), acknowledging only after the commit: a crash in between
 redelivers the event, which the applier then finds already applied. Run one: events of an order
 must be applied in the order the broker reported them.
 """
@@ -23,31 +23,41 @@ from django.db import DatabaseError, close_old_connections, connection
 from apps.common.errors import DomainError
 from apps.common.redis import get_redis
 from apps.events.streams import BROKER_EVENTS, StreamConsumer
-from apps.orders.services.broker_events import broker_event_apply, broker_event_decode
+from apps.orders.services.broker_events import (
+    BrokerEvent,
+    broker_event_apply,
+    broker_event_decode,
+    broker_events_apply,
+)
 
 log = structlog.get_logger("oms.applier")
 GROUP = "oms-applier"
 
 
 def apply_entries(consumer: StreamConsumer, entries: list[tuple[str, dict[str, str]]]) -> int:
-    """Apply a batch of entries in order, acknowledging each once it is committed; return how many."""
-    applied = 0
+    """Apply a batch of entries in order, acknowledging them once committed; return how many changed."""
+    decoded: list[tuple[str, BrokerEvent | None]] = []
     for entry_id, fields in entries:
         try:
-            event = broker_event_decode(fields)
+            decoded.append((entry_id, broker_event_decode(fields)))
         except (KeyError, ValueError, TypeError, orjson.JSONDecodeError) as exc:
             # A malformed entry will never apply: log it and move on rather than block the stream.
             log.error("applier.malformed", entry=entry_id, error=repr(exc), kind=fields.get("kind"))
-            consumer.ack(entry_id)
-            continue
-        if event is not None:
-            try:
-                broker_event_apply(event=event)
-                applied += 1
-            except DomainError as exc:
-                # A broker anomaly (an over-fill, a move the state table forbids): recorded, not retried.
-                log.error("applier.refused", entry=entry_id, order_id=str(event.order_id), error=exc.message)
-        consumer.ack(entry_id)
+            decoded.append((entry_id, None))
+    events = [event for _, event in decoded if event is not None]
+    try:
+        applied = broker_events_apply(events=events) if events else 0
+    except DomainError:
+        # A broker anomaly (an over-fill, a move the state table forbids) rolled the batch back:
+        # apply its events one by one, so that only the anomaly is refused.
+        applied = 0
+        for entry_id, event in decoded:
+            if event is not None:
+                try:
+                    applied += broker_event_apply(event=event) is not None
+                except DomainError as exc:
+                    log.error("applier.refused", entry=entry_id, order_id=str(event.order_id), error=exc.message)
+    consumer.ack(*(entry_id for entry_id, _ in decoded))
     return applied
 
 
