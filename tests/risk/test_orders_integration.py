@@ -214,3 +214,28 @@ def test_concurrent_orders_cannot_together_breach_a_limit(live_server, manager, 
     codes = sorted(r.status_code for r in responses)
     assert codes == [201] * 3 + [422] * 9, [r.text for r in responses if r.status_code not in (201, 422)][:2]
     assert Order.objects.filter(account=account).count() == 3
+
+
+def test_denials_are_audited_although_nothing_is_written(manager, granted_trader, account):
+    limit = make_limit(manager, kind="MAX_ORDER_QTY", value="10")
+    response = granted_trader.api.post("/orders", order_body(account, client_order_id="too-big-1"))
+    assert response.status_code == 422
+    entry = AuditLog.objects.get(action="order.denied")
+    assert entry.tenant_id == account.tenant_id
+    assert entry.resource_id == "too-big-1"
+    assert entry.actor_label == granted_trader.user.email
+    assert entry.after["code"] == "RISK_LIMIT_BREACH"
+    assert entry.after["details"]["limit_id"] == limit["id"]
+    assert entry.after["quantity"] == "100"
+    assert Order.objects.count() == 0
+
+
+def test_batch_denials_are_audited_per_item(manager, granted_trader, account):
+    make_limit(manager, kind="MAX_ORDER_QTY", value="50")
+    body = {"orders": [order_body(account, quantity="10"), order_body(account, quantity="60")]}
+    response = granted_trader.api.post("/orders/batch", body)
+    assert response.status_code == 200
+    assert [item["status"] for item in response.json_body["results"]] == [201, 422]
+    denied = AuditLog.objects.filter(action="order.denied")
+    assert [entry.after["quantity"] for entry in denied] == ["60"]
+    assert Order.objects.count() == 1

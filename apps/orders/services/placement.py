@@ -15,10 +15,20 @@ from uuid import UUID
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from apps.audit.services import audit_record
 from apps.brokers.models import BrokerAccount, Instrument
 from apps.brokers.permissions import accounts_for
 from apps.common.context import Actor
-from apps.common.errors import DomainError, NotFound, StateConflict, ValidationFailed
+from apps.common.errors import (
+    ComplianceBlocked,
+    DomainError,
+    KillSwitchActive,
+    NotFound,
+    RateLimited,
+    RiskLimitBreach,
+    StateConflict,
+    ValidationFailed,
+)
 from apps.orders import pretrade, validation
 from apps.orders.models import Order, OrderClass, OrderType
 from apps.orders.serializers import order_to_dict
@@ -277,8 +287,42 @@ def _place(*, member: Member, request: PlaceRequest) -> tuple[Order, list[Order]
     return parent, legs
 
 
+# Refusals of the pre-trade gates (not input errors): each one is audited, on purpose outside the
+# placing transaction that rolled back.
+DENIALS = (RiskLimitBreach, ComplianceBlocked, KillSwitchActive, RateLimited)
+
+
+def _denial_entry(*, member: Member, request: PlaceRequest, denial: DomainError) -> None:
+    audit_record(
+        tenant_id=member.tenant.id,
+        actor=member.actor,
+        action="order.denied",
+        resource_type="order",
+        resource_id=request.client_order_id or "",
+        after={
+            "code": denial.code,
+            "message": denial.message,
+            "details": denial.details,
+            "account_id": request.account_id,
+            "symbol": request.symbol,
+            "side": request.fields.side,
+            "quantity": request.fields.quantity,
+            "order_type": request.fields.order_type,
+        },
+    )
+
+
 def order_place(*, member: Member, request: PlaceRequest, idempotency_key: str | None, fingerprint: str) -> Outcome:
     """Place one order (with its legs); replay the first outcome for a reused Idempotency-Key."""
+    try:
+        return _order_place(member=member, request=request, idempotency_key=idempotency_key, fingerprint=fingerprint)
+    except DENIALS as denial:
+        with transaction.atomic(durable=True):
+            _denial_entry(member=member, request=request, denial=denial)
+        raise
+
+
+def _order_place(*, member: Member, request: PlaceRequest, idempotency_key: str | None, fingerprint: str) -> Outcome:
     with transaction.atomic(durable=True):
         record = None
         if idempotency_key:
@@ -314,6 +358,9 @@ def order_place_batch(
                 body = order_to_dict(parent, legs=legs if legs else None)
                 results.append({"index": index, "status": 201, "order": body, "error": None})
             except DomainError as error:
+                if isinstance(error, DENIALS) and not isinstance(request, DomainError):
+                    # The item's savepoint rolled back; the batch's transaction keeps its audit row.
+                    _denial_entry(member=member, request=request, denial=error)
                 results.append({"index": index, "status": error.status, "order": None, "error": error_body(error)})
         response = {"results": results}
         if record is not None:
