@@ -115,6 +115,10 @@ def test_limit_applies_to_modifications(manager, granted_trader, account):
     make_limit(manager, kind="MAX_ORDER_QTY", value="150")
     refused = granted_trader.api.patch(f"/orders/{order['id']}", {"quantity": "200"}, headers={"If-Match": '"1"'})
     assert refused.status_code == 422 and refused.json_body["details"]["limit"] == "150"
+    denied = AuditLog.objects.get(action="order.modify_denied")
+    assert denied.resource_id == order["id"]
+    assert denied.after["requested"] == {"quantity": "200"}
+    assert Order.objects.get(id=order["id"]).quantity == 100
     accepted = granted_trader.api.patch(f"/orders/{order['id']}", {"quantity": "150"}, headers={"If-Match": '"1"'})
     assert accepted.status_code == 200
 

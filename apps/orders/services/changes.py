@@ -10,13 +10,14 @@ from uuid import UUID
 
 from django.db import transaction
 
+from apps.audit.services import audit_record
 from apps.common.errors import DomainError, StateConflict, ValidationFailed
 from apps.orders import validation
 from apps.orders.models import Order
 from apps.orders.serializers import dec, order_to_dict
 from apps.orders.services import routing
 from apps.orders.services.lifecycle import audit_order, order_get_for_update, order_move, order_touch
-from apps.orders.services.placement import Member, error_body
+from apps.orders.services.placement import DENIALS, Member, error_body
 from apps.orders.services.risk import order_modify_risk
 from apps.orders.state import OPEN, OrderState, cancel_target, modify_target, reduce_quantity_check
 
@@ -56,9 +57,33 @@ def _check_modification(order: Order, values: dict[str, Decimal | None]) -> None
         reduce_quantity_check(new_quantity=values["quantity"], filled=order.filled_quantity)
 
 
-@transaction.atomic(durable=True)
 def order_modify(*, member: Member, order_id: UUID, expected_version: int, modification: Modification) -> Order:
     """Change quantity or prices of an open order whose version the client has seen."""
+    try:
+        return _order_modify(
+            member=member, order_id=order_id, expected_version=expected_version, modification=modification
+        )
+    except DENIALS as denial:
+        # Audited in a transaction of its own: the modifying one rolled back.
+        with transaction.atomic(durable=True):
+            audit_record(
+                tenant_id=member.tenant.id,
+                actor=member.actor,
+                action="order.modify_denied",
+                resource_type="order",
+                resource_id=order_id,
+                after={
+                    "code": denial.code,
+                    "message": denial.message,
+                    "details": denial.details,
+                    "requested": {name: dec(value) for name, value in modification.values.items()},
+                },
+            )
+        raise
+
+
+@transaction.atomic(durable=True)
+def _order_modify(*, member: Member, order_id: UUID, expected_version: int, modification: Modification) -> Order:
     order = order_get_for_update(tenant=member.tenant, order_id=order_id, user=member.user, role=member.role)
     if order.version != expected_version:
         raise StateConflict(
