@@ -20,30 +20,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from apps.allocator.assumptions import load_assumptions
-from apps.allocator.household import parse_request
+from apps.allocator.household import EXAMPLE_REQUEST, parse_request
 from apps.allocator.optimizer import optimize
 from apps.allocator.report import build_report
-
-BODY = {
-    "household": {
-        "current_age": 55,
-        "retirement_age": 65,
-        "assets": {"taxable": "500000", "tax_deferred": "250000", "tax_free": "0"},
-        "annual_contribution": "20000",
-        "annual_spending": "60000",
-        "other_income": [{"annual_amount": "24000", "start_age": 67}],
-        "goals": [{"amount": "50000", "years_from_now": 5}],
-    },
-    "params": {
-        "n_sims": 10000,
-        "n_jobs": 2,
-        "grid_step": 0.05,
-        "payout_rate": None,
-        "horizon_years": 30,
-        "inflation": 0.025,
-        "seed": 42,
-    },
-}
 
 
 def cpu_model() -> str:
@@ -114,7 +93,7 @@ def main() -> None:
     parser.add_argument("--executor", choices=("process", "thread"), default="process")
     args = parser.parse_args()
 
-    request = parse_request(BODY)
+    request = parse_request(EXAMPLE_REQUEST)
     assumptions = load_assumptions()
     params = request.params
     print(f"machine: {os.cpu_count()} cores, {cpu_model()}, Python {platform.python_version()}")

@@ -57,6 +57,28 @@ GRID_STEP_TOLERANCE = 1e-9
 
 CENT = Decimal("0.01")
 
+# API.md's example job body: the OpenAPI example, the benchmark's job and the tests' default.
+EXAMPLE_REQUEST: dict[str, Any] = {
+    "household": {
+        "current_age": 55,
+        "retirement_age": 65,
+        "assets": {"taxable": "500000", "tax_deferred": "250000", "tax_free": "0"},
+        "annual_contribution": "20000",
+        "annual_spending": "60000",
+        "other_income": [{"annual_amount": "24000", "start_age": 67}],
+        "goals": [{"amount": "50000", "years_from_now": 5}],
+    },
+    "params": {
+        "n_sims": 10000,
+        "n_jobs": 2,
+        "grid_step": 0.05,
+        "payout_rate": None,
+        "horizon_years": 30,
+        "inflation": 0.025,
+        "seed": 42,
+    },
+}
+
 
 class ValidationProblem(ValidationFailed):
     """The payload is invalid; `errors` maps JSON paths to precise messages (rendered as a 422)."""

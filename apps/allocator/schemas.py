@@ -9,36 +9,16 @@ from uuid import UUID
 from ninja import Field, Schema
 from pydantic import ConfigDict
 
+from apps.allocator.household import EXAMPLE_REQUEST
 from apps.allocator.models import AllocatorJob
 from apps.allocator.state import JobState
 from apps.tenants.schemas import ListQuery, StrictIn
-
-EXAMPLE_JOB = {
-    "household": {
-        "current_age": 55,
-        "retirement_age": 65,
-        "assets": {"taxable": "500000", "tax_deferred": "250000", "tax_free": "0"},
-        "annual_contribution": "20000",
-        "annual_spending": "60000",
-        "other_income": [{"annual_amount": "24000", "start_age": 67}],
-        "goals": [{"amount": "50000", "years_from_now": 5}],
-    },
-    "params": {
-        "n_sims": 10000,
-        "n_jobs": 2,
-        "grid_step": 0.05,
-        "payout_rate": None,
-        "horizon_years": 30,
-        "inflation": 0.025,
-        "seed": 42,
-    },
-}
 
 
 class JobIn(StrictIn):
     """A household and how to run; every member is checked, and all problems come back at once."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"example": EXAMPLE_JOB})
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"example": EXAMPLE_REQUEST})
 
     household: dict[str, Any] = Field(
         description="current_age, retirement_age, assets {taxable, tax_deferred, tax_free}, annual_contribution, "

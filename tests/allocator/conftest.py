@@ -2,36 +2,19 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from apps.allocator.assumptions import Assumptions, load_assumptions
+from apps.allocator.household import EXAMPLE_REQUEST
 
 
 def example_body() -> dict[str, Any]:
     """The job body of API.md's example."""
-    return {
-        "household": {
-            "current_age": 55,
-            "retirement_age": 65,
-            "assets": {"taxable": "500000", "tax_deferred": "250000", "tax_free": "0"},
-            "annual_contribution": "20000",
-            "annual_spending": "60000",
-            "other_income": [{"annual_amount": "24000", "start_age": 67}],
-            "goals": [{"amount": "50000", "years_from_now": 5}],
-        },
-        "params": {
-            "n_sims": 10000,
-            "n_jobs": 2,
-            "grid_step": 0.05,
-            "payout_rate": None,
-            "horizon_years": 30,
-            "inflation": 0.025,
-            "seed": 42,
-        },
-    }
+    return copy.deepcopy(EXAMPLE_REQUEST)
 
 
 @pytest.fixture
