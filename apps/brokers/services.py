@@ -126,9 +126,13 @@ def _credentials_text(credentials: dict[str, str]) -> str:
     return "\n".join(f"{key}={value}" for key, value in sorted(credentials.items()))
 
 
+# FOR NO KEY UPDATE, not FOR UPDATE: status writes change no key, and FOR UPDATE would also block
+# every concurrent insert of a row referencing the account (its foreign-key check takes KEY SHARE).
+# A transaction that had already appended its audit row and then inserted such a row deadlocked
+# with a status report waiting for the tenant's audit chain head.
 def _lock_account(*, tenant: Tenant, account_id: UUID) -> BrokerAccount:
     try:
-        return BrokerAccount.objects.select_for_update().get(tenant=tenant, id=account_id)
+        return BrokerAccount.objects.select_for_update(no_key=True).get(tenant=tenant, id=account_id)
     except BrokerAccount.DoesNotExist as exc:
         raise NotFound(f"Broker account {account_id} not found") from exc
 
@@ -195,7 +199,7 @@ def broker_account_status_report(
 ) -> BrokerAccount:
     """Record what a connector observed (connected, reconnecting, halted …) and refresh the heartbeat."""
     try:
-        account = BrokerAccount.objects.select_for_update().get(id=account_id)
+        account = BrokerAccount.objects.select_for_update(no_key=True).get(id=account_id)
     except BrokerAccount.DoesNotExist as exc:
         raise NotFound(f"Broker account {account_id} not found") from exc
     return _set_status(

@@ -274,7 +274,7 @@ def account_risk_for(account: BrokerAccount) -> AccountRisk:
 @transaction.atomic(durable=True)
 def account_risk_update(*, tenant: Tenant, actor: Actor, account_id: UUID, changes: dict[str, Any]) -> AccountRisk:
     """Set an account's capital, manual trading state or calendar."""
-    account = BrokerAccount.objects.select_for_update().filter(tenant=tenant, id=account_id).first()
+    account = BrokerAccount.objects.select_for_update(no_key=True).filter(tenant=tenant, id=account_id).first()
     if account is None:
         raise NotFound(f"Broker account {account_id} not found")
     row = account_risk_for(account)
