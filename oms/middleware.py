@@ -1,4 +1,5 @@
-"""Request middleware: trace ids, Prometheus metrics, and the error envelope for every /api/ error."""
+"""Request middleware: trace ids, Prometheus metrics, the error envelope for every /api/ error, and
+Django's browser middleware (sessions, CSRF, user, messages) kept to the pages that use it."""
 
 from __future__ import annotations
 
@@ -6,10 +7,15 @@ import re
 import time
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 import orjson
 import structlog
+from django.contrib.auth.middleware import AuthenticationMiddleware
+from django.contrib.messages.middleware import MessageMiddleware
+from django.contrib.sessions.middleware import SessionMiddleware
 from django.http import HttpRequest, HttpResponse
+from django.middleware.csrf import CsrfViewMiddleware
 from prometheus_client import Counter, Histogram
 
 from apps.common.context import current_trace_id, reset_trace_id, set_trace_id
@@ -29,10 +35,14 @@ LATENCY = Histogram(
 
 def incoming_trace_id(request: HttpRequest) -> str:
     """Honour W3C `traceparent`, then `X-Trace-Id`; otherwise mint a new id."""
-    match = _TRACEPARENT.match(request.headers.get("traceparent", "").strip().lower())
-    if match and match["trace"] != "0" * 32:
-        return match["trace"]
-    given = request.headers.get("X-Trace-Id", "").strip()
+    # request.META rather than request.headers: the latter parses every header of the request.
+    meta = request.META
+    traceparent = meta.get("HTTP_TRACEPARENT")
+    if traceparent:
+        match = _TRACEPARENT.match(traceparent.strip().lower())
+        if match and match["trace"] != "0" * 32:
+            return match["trace"]
+    given = meta.get("HTTP_X_TRACE_ID", "").strip()
     if _TRACE_ID.match(given):
         return given
     return uuid.uuid4().hex
@@ -67,15 +77,22 @@ class MetricsMiddleware:
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
+        # The labelled children of both metrics by (method, route, status): `labels()` takes a
+        # lock and builds its key on every call. Bounded by the routes and statuses that exist.
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         started = time.perf_counter()
         response = self.get_response(request)
+        elapsed = time.perf_counter() - started
         match = getattr(request, "resolver_match", None)
-        route = match.route if match is not None else "<unmatched>"
-        status = str(response.status_code)
-        LATENCY.labels(request.method, route, status).observe(time.perf_counter() - started)
-        REQUESTS.labels(request.method, route, status).inc()
+        key = (request.method or "", match.route if match is not None else "<unmatched>", response.status_code)
+        children = self._children.get(key)
+        if children is None:
+            labels = (key[0], key[1], str(key[2]))
+            children = self._children[key] = (LATENCY.labels(*labels), REQUESTS.labels(*labels))
+        children[0].observe(elapsed)
+        children[1].inc()
         return response
 
 
@@ -116,3 +133,38 @@ class ApiErrorEnvelopeMiddleware:
     def _error(status: int, code: str, message: str) -> HttpResponse:
         body = {"trace_id": current_trace_id(), "code": code, "message": message, "details": {}, "hint": None}
         return HttpResponse(orjson.dumps(body), status=status, content_type="application/json")
+
+
+API_PREFIX = "/api/"
+
+
+class _BrowserOnly:
+    """Skip a Django middleware for API requests, which never use sessions, CSRF tokens, the
+    session user or messages (they authenticate with a bearer token or an API key on every
+    request, and Ninja exempts its views from CSRF). The admin and the other pages keep it."""
+
+    get_response: Callable[[HttpRequest], HttpResponse]
+
+    def __call__(self, request: HttpRequest) -> Any:
+        if request.path_info.startswith(API_PREFIX):
+            return self.get_response(request)
+        return super().__call__(request)  # type: ignore[misc]
+
+
+class BrowserSessionMiddleware(_BrowserOnly, SessionMiddleware):
+    pass
+
+
+class BrowserCsrfViewMiddleware(_BrowserOnly, CsrfViewMiddleware):
+    def process_view(self, request: HttpRequest, callback: Any, callback_args: Any, callback_kwargs: Any) -> Any:
+        if request.path_info.startswith(API_PREFIX):
+            return None
+        return super().process_view(request, callback, callback_args, callback_kwargs)
+
+
+class BrowserAuthenticationMiddleware(_BrowserOnly, AuthenticationMiddleware):
+    pass
+
+
+class BrowserMessageMiddleware(_BrowserOnly, MessageMiddleware):
+    pass

@@ -34,6 +34,12 @@ class AuthAffectingAdmin(AuditedModelAdmin):
         for tenant_id in tenant_ids:
             auth_epoch_bump(tenant_id)
 
+    def delete_queryset(self, request: HttpRequest, queryset: Any) -> None:
+        tenant_ids = {tenant_id for obj in queryset for tenant_id in self.tenants_of(obj)}
+        super().delete_queryset(request, queryset)
+        for tenant_id in tenant_ids:
+            auth_epoch_bump(tenant_id)
+
 
 @admin.register(Tenant)
 class TenantAdmin(AuthAffectingAdmin):
@@ -72,7 +78,7 @@ class MembershipAdmin(AuthAffectingAdmin):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(AuditedModelAdmin):
+class ApiKeyAdmin(AuthAffectingAdmin):
     list_display = ("name", "prefix", "tenant", "created_by", "expires_at", "revoked_at", "last_used_at")
     search_fields = ("name", "prefix", "tenant__slug")
     readonly_fields = ("prefix", "secret_hash", "created_by", "tenant", "last_used_at", "created_at")

@@ -10,27 +10,33 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 from django.conf import settings
-from django.db.models import OuterRef
 from django.http import HttpRequest
 from django.utils import timezone
 from ninja.security import APIKeyHeader, HttpBearer
 from ninja.throttling import BaseThrottle
 from rest_framework_simplejwt.exceptions import TokenError
+from rest_framework_simplejwt.state import token_backend
 from rest_framework_simplejwt.tokens import AccessToken
 
 from apps.common.context import Actor, ActorKind
 from apps.common.errors import AuthenticationFailed, PermissionDenied, RateLimited
 from apps.tenants import ratelimit
-from apps.tenants.models import ApiKey, Membership, Tenant
+from apps.tenants.models import ApiKey, Tenant
 from apps.tenants.principal import Principal
 from apps.tenants.scopes import Role, scopes_for
-from apps.tenants.selectors import session_member_get
+from apps.tenants.selectors import (
+    api_key_identity_forget,
+    api_key_identity_get,
+    api_key_session_get,
+    session_member_get,
+)
 
 API_KEY_PREFIX = "oms_"
 LAST_USED_GRANULARITY = timedelta(minutes=1)
@@ -114,6 +120,33 @@ def _authorise(request: HttpRequest, principal: Principal, scope: Scope, *, rate
     return principal
 
 
+# Access tokens this process has verified, by their exact text. A token's claims cannot change
+# (the signature covers them), so the only check that depends on when the token comes back is its
+# expiry, which `access_claims` repeats on every request; revocation is the member lookup's job.
+# Decoding and verifying a JWT was the largest CPU cost of an authenticated request.
+_verified_access: dict[str, tuple[dict[str, Any], float]] = {}
+VERIFIED_ACCESS_MAX = 20_000
+
+
+def access_claims(token: str) -> dict[str, Any]:
+    """The verified claims of an access token (signature, expiry, type), or AuthenticationFailed."""
+    entry = _verified_access.get(token)
+    if entry is not None:
+        claims, valid_until = entry
+        if time.time() < valid_until:
+            return claims
+        _verified_access.pop(token, None)  # expired: simplejwt says so below
+    try:
+        claims = AccessToken(token).payload
+    except TokenError as exc:
+        raise AuthenticationFailed(f"Access token rejected: {exc}") from exc
+    if len(_verified_access) >= VERIFIED_ACCESS_MAX:
+        _verified_access.clear()  # crude but bounded: a dropped token costs one more verification
+    # simplejwt refuses a token once `exp <= now - leeway`.
+    _verified_access[token] = (claims, claims["exp"] + token_backend.get_leeway().total_seconds())
+    return claims
+
+
 class JWTAuth(HttpBearer):
     """`Authorization: Bearer <access token>`."""
 
@@ -121,11 +154,19 @@ class JWTAuth(HttpBearer):
         super().__init__()
         self.scope = scope
 
+    def __call__(self, request: HttpRequest) -> Principal | None:
+        # As HttpBearer.__call__, reading the one header from request.META: `request.headers`
+        # parses every header of the request, a cost paid on every API call.
+        value = request.META.get("HTTP_AUTHORIZATION")
+        if not value:
+            return None
+        scheme, _, token = value.partition(" ")
+        if scheme.lower() != self.openapi_scheme:
+            return None
+        return self.authenticate(request, token)
+
     def authenticate(self, request: HttpRequest, token: str) -> Principal:
-        try:
-            claims = AccessToken(token)
-        except TokenError as exc:
-            raise AuthenticationFailed(f"Access token rejected: {exc}") from exc
+        claims = access_claims(token)
         try:
             user_id, tenant_id = UUID(claims["user_id"]), UUID(claims["tenant_id"])
             family_id = UUID(claims["fam"]) if claims.get("fam") else None
@@ -185,6 +226,9 @@ class ApiKeyAuth(APIKeyHeader):
         super().__init__()
         self.scope = scope
 
+    def _get_key(self, request: HttpRequest) -> str | None:
+        return request.META.get("HTTP_X_API_KEY")  # not request.headers, as in JWTAuth.__call__
+
     def authenticate(self, request: HttpRequest, key: str | None) -> Principal | None:
         if not key:
             return None
@@ -192,31 +236,37 @@ class ApiKeyAuth(APIKeyHeader):
         if parts is None:
             raise AuthenticationFailed("Malformed API key")
         prefix, secret = parts
-        membership_of_creator = Membership.objects.filter(
-            tenant_id=OuterRef("tenant_id"), user_id=OuterRef("created_by_id")
-        )
-        api_key = (
-            ApiKey.objects.select_related("tenant", "created_by")
-            .annotate(creator_role=membership_of_creator.values("role")[:1])
-            .filter(prefix=prefix)
-            .first()
-        )
+        identity, session = api_key_identity_get(prefix=prefix)
         # Compare even when the prefix is unknown so timing does not tell which prefixes exist.
-        expected = api_key.secret_hash if api_key else "0" * 64
-        if not hmac.compare_digest(expected, hash_secret(secret)) or api_key is None:
+        expected = identity.secret_hash if identity else "0" * 64
+        if not hmac.compare_digest(expected, hash_secret(secret)) or identity is None:
             raise AuthenticationFailed("Unknown API key")
+        # As for tokens: the rate limit's round trip brings the tenant's authentication epoch, under
+        # which the key's state may come from this process's cache.
+        decision = enforce_rate_limit(
+            request,
+            route=route_class(request),
+            principal=f"key:{identity.api_key_id}",
+            tenant_id=str(identity.tenant_id),
+            with_epoch=True,
+        )
+        if session is None:  # else just read on first sight of the prefix
+            epoch = decision.auth_epoch if decision is not None else None
+            session = api_key_session_get(api_key_id=identity.api_key_id, epoch=epoch)
+            if session is None:  # deleted since this process first saw it
+                api_key_identity_forget(prefix=prefix)
+                raise AuthenticationFailed("Unknown API key")
+        api_key, creator_role = session.api_key, session.creator_role
         now = timezone.now()
         if api_key.revoked_at is not None:
             raise AuthenticationFailed("API key was revoked")
         if api_key.expires_at is not None and api_key.expires_at <= now:
             raise AuthenticationFailed("API key has expired")
-        creator_role = api_key.creator_role  # type: ignore[attr-defined]
         if creator_role is None or not api_key.created_by.is_active:
             raise AuthenticationFailed("The key's creator no longer belongs to this tenant")
         if api_key.tenant.status != Tenant.Status.ACTIVE:
             raise AuthenticationFailed("The tenant is deactivated")
-        if api_key.last_used_at is None or now - api_key.last_used_at > LAST_USED_GRANULARITY:
-            ApiKey.objects.filter(id=api_key.id).update(last_used_at=now)
+        _record_use(api_key, now)
         principal = Principal(
             tenant=api_key.tenant,
             user=api_key.created_by,
@@ -232,7 +282,24 @@ class ApiKeyAuth(APIKeyHeader):
             ),
             api_key=api_key,
         )
-        return _authorise(request, principal, self.scope)
+        return _authorise(request, principal, self.scope, rate_limited=True)
+
+
+# When this process last wrote a key's `last_used_at`: a cached key row does not see that write.
+_last_use_written: dict[UUID, datetime] = {}
+
+
+def _record_use(api_key: ApiKey, now: datetime) -> None:
+    """Write `last_used_at` at most once per LAST_USED_GRANULARITY and key (per process)."""
+    last, written = api_key.last_used_at, _last_use_written.get(api_key.id)
+    if written is not None and (last is None or written > last):
+        last = written
+    if last is not None and now - last <= LAST_USED_GRANULARITY:
+        return
+    ApiKey.objects.filter(id=api_key.id).update(last_used_at=now)
+    if len(_last_use_written) >= VERIFIED_ACCESS_MAX:
+        _last_use_written.clear()
+    _last_use_written[api_key.id] = now
 
 
 def scoped(scope: Scope) -> list[Callable[[HttpRequest], Any]]:

@@ -11,7 +11,7 @@ from django.utils import timezone
 from apps.audit.models import AuditLog
 from apps.tenants.models import Invitation, Membership, Tenant, User
 from apps.tenants.scopes import Role
-from tests.conftest import Api
+from tests.conftest import Api, make_member
 
 pytestmark = pytest.mark.django_db
 
@@ -50,6 +50,40 @@ def test_unknown_field_in_body_is_422(admin):
 
 def test_manager_cannot_change_tenant_settings(manager):
     assert manager.api.patch("/tenants/current", {"name": "x"}).status_code == 403
+
+
+def test_members_list_pages_newest_first_with_every_field(admin, other_tenant):
+    members = [admin] + [make_member(admin.tenant, Role.VIEWER) for _ in range(4)]
+    make_member(other_tenant, Role.ADMIN)  # never listed here
+    same_time = timezone.now()  # a tie on created_at: the id decides the order
+    Membership.objects.filter(user__in=[m.user for m in members[3:]]).update(created_at=same_time)
+    User.objects.filter(id=members[1].user.id).update(full_name="Named", totp_confirmed_at=timezone.now())
+    expected = list(
+        Membership.objects.filter(tenant=admin.tenant).order_by("-created_at", "-id").select_related("user")
+    )
+    seen, cursor = [], None
+    while True:
+        query = "?limit=2" + (f"&cursor={cursor}" if cursor else "")
+        page = admin.api.get(f"/tenants/current/members{query}").json_body
+        assert len(page["items"]) <= 2
+        seen += page["items"]
+        cursor = page["next"]
+        if cursor is None:
+            break
+    assert [item["id"] for item in seen] == [str(m.id) for m in expected]
+    named = next(item for item in seen if item["user_id"] == str(members[1].user.id))
+    membership = Membership.objects.get(user=members[1].user)
+    assert named == {
+        "id": str(membership.id),
+        "user_id": str(members[1].user.id),
+        "email": members[1].user.email,
+        "full_name": "Named",
+        "role": "VIEWER",
+        "mfa_enabled": True,
+        "created_at": membership.created_at.isoformat().replace("+00:00", "Z"),
+    }
+    bad = admin.api.get("/tenants/current/members?cursor=garbage")
+    assert bad.status_code == 422 and bad.json_body["details"] == {"cursor": ["not a cursor this API issued"]}
 
 
 def test_members_list_add_change_remove(admin, db):

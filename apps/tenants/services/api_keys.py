@@ -14,6 +14,7 @@ from apps.audit.services import audit_record
 from apps.common.context import Actor
 from apps.common.errors import StateConflict, ValidationFailed
 from apps.tenants.auth import API_KEY_PREFIX, hash_secret
+from apps.tenants.authcache import auth_epoch_bump
 from apps.tenants.models import ApiKey, Tenant, User
 from apps.tenants.scopes import unknown_scopes
 from apps.tenants.selectors import api_key_get
@@ -105,6 +106,7 @@ def api_key_revoke(*, tenant: Tenant, actor: Actor, api_key_id: UUID, owner: Use
         before = _snapshot(api_key)
         api_key.revoked_at = timezone.now()
         api_key.save(update_fields=["revoked_at"])
+        auth_epoch_bump(tenant.id)  # the key stops working on the very next request
         audit_record(
             tenant_id=tenant.id,
             actor=actor,
@@ -128,6 +130,7 @@ def api_key_rotate(*, tenant: Tenant, actor: Actor, api_key_id: UUID, owner: Use
         raise StateConflict("An expired key cannot be rotated")
     old.revoked_at = timezone.now()
     old.save(update_fields=["revoked_at"])
+    auth_epoch_bump(tenant.id)  # the old key stops working on the very next request
     new = ApiKey(
         tenant=tenant, created_by_id=old.created_by_id, name=old.name, scopes=old.scopes, expires_at=old.expires_at
     )
