@@ -78,7 +78,16 @@ class AuditedModelAdmin(admin.ModelAdmin):
 class AuditLogAdmin(admin.ModelAdmin):
     """The audit log is evidence: it can be read and searched here, never changed."""
 
-    list_display = ("created_at", "tenant_id", "seq", "actor_label", "action", "resource_type", "resource_id")
+    list_display = (
+        "created_at",
+        "tenant_id",
+        "seq",
+        "position",
+        "actor_label",
+        "action",
+        "resource_type",
+        "resource_id",
+    )
     list_filter = ("action", "actor_kind", "resource_type")
     search_fields = ("actor_label", "action", "resource_id", "trace_id")
     ordering = ("-created_at",)

@@ -10,7 +10,7 @@ from ninja import Query, Router
 from apps.audit import selectors, services
 from apps.audit.models import AuditLog
 from apps.audit.schemas import AuditLogOut, AuditLogQuery, AuditVerifyOut
-from apps.common.pagination import paginate
+from apps.common.pagination import serialized_page
 from apps.common.schemas import Page
 from apps.tenants.auth import scoped
 
@@ -24,6 +24,7 @@ def _entry_out(entry: AuditLog) -> dict[str, Any]:
     return {
         "id": entry.id,
         "seq": entry.seq,
+        "position": entry.position,
         "created_at": entry.created_at,
         "actor": {
             "kind": entry.actor_kind,
@@ -46,6 +47,7 @@ def _entry_out(entry: AuditLog) -> dict[str, Any]:
 @router.get("/logs", response=Page[AuditLogOut], auth=scoped(AUDIT_READERS))
 def list_audit_logs(request: HttpRequest, query: Query[AuditLogQuery]) -> dict[str, Any]:
     principal = request.auth  # type: ignore[attr-defined]
+    services.audit_seal()  # entries committed a moment ago are listed with their place in the chain
     rows = selectors.audit_log_list(
         tenant_id=principal.tenant.id,
         actor=query.actor,
@@ -54,8 +56,7 @@ def list_audit_logs(request: HttpRequest, query: Query[AuditLogQuery]) -> dict[s
         created_from=query.from_,
         created_to=query.to,
     )
-    page, next_cursor = paginate(rows, limit=query.limit, cursor=query.cursor)
-    return {"items": [_entry_out(entry) for entry in page], "next": next_cursor}
+    return serialized_page(rows, limit=query.limit, cursor=query.cursor, serialize=_entry_out)
 
 
 @router.get("/verify", response=AuditVerifyOut, auth=scoped(AUDIT_READERS))

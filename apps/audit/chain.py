@@ -1,7 +1,8 @@
 """The audit hash chain, as pure functions.
 
 Each entry's hash is SHA-256 over its canonical JSON content and the previous entry's hash, so
-changing, inserting or removing any entry breaks every link after it.
+changing, inserting or removing any entry breaks every link after it. Entries are walked by their
+`position` in the chain (1, 2, 3, ... per tenant); `seq`, their insertion number, is content.
 """
 
 from __future__ import annotations
@@ -80,13 +81,14 @@ def verify_chain(
     head_seq: int,
     head_hash: str,
 ) -> ChainVerdict:
-    """Walk entries in `seq` order from the anchor and check every link up to the head."""
+    """Walk entries in `position` order from the anchor and check every link up to the head
+    (`anchor_seq` and `head_seq` are chain positions)."""
     expected_seq, prev_hash, count = anchor_seq + 1, anchor_hash, 0
     for entry in entries:
         count += 1
         entry_id = str(entry["id"])
-        if entry["seq"] != expected_seq:
-            reason = f"expected seq {expected_seq}, found {entry['seq']} (an entry is missing)"
+        if entry["position"] != expected_seq:
+            reason = f"expected position {expected_seq}, found {entry['position']} (an entry is missing)"
             return ChainVerdict(False, count, entry_id, reason)
         if entry["prev_hash"] != prev_hash:
             return ChainVerdict(False, count, entry_id, "prev_hash does not match the previous entry")
@@ -94,5 +96,7 @@ def verify_chain(
             return ChainVerdict(False, count, entry_id, "content does not match its hash (edited)")
         prev_hash, expected_seq = entry["hash"], expected_seq + 1
     if expected_seq - 1 != head_seq or prev_hash != head_hash:
-        return ChainVerdict(False, count, None, f"chain ends at seq {expected_seq - 1} but its head is at {head_seq}")
+        return ChainVerdict(
+            False, count, None, f"chain ends at position {expected_seq - 1} but its head is at {head_seq}"
+        )
     return ChainVerdict(True, count)

@@ -26,7 +26,8 @@ class AuditLogQuery(Schema):
 
 class AuditLogOut(Schema):
     id: UUID
-    seq: int
+    seq: int = Field(description="insertion number (one sequence for every tenant: gaps are normal)")
+    position: int = Field(description="place in the tenant's hash chain; 0 until sealed, moments after commit")
     created_at: datetime
     actor: dict[str, Any]
     action: str

@@ -10,15 +10,16 @@ from django.core.management import CommandError, call_command
 from django.db import connection, connections, transaction
 from django.db.utils import DatabaseError
 
-from apps.audit.models import AuditChainHead, AuditLog
-from apps.audit.services import audit_record, audit_verify
+from apps.audit.models import UNSEALED, AuditChainHead, AuditLog
+from apps.audit.services import audit_record, audit_seal, audit_verify
 from apps.common.context import Actor
 
 pytestmark = pytest.mark.django_db
 
 
-def _append(tenant_id, count: int, action: str = "test.action") -> list[AuditLog]:
-    return [
+def _append(tenant_id, count: int, action: str = "test.action", seal: bool = True) -> list[AuditLog]:
+    """Record `count` entries and (as the relay does after commit) seal them into the chain."""
+    entries = [
         audit_record(
             tenant_id=tenant_id,
             actor=Actor.system(),
@@ -29,6 +30,9 @@ def _append(tenant_id, count: int, action: str = "test.action") -> list[AuditLog
         )
         for index in range(count)
     ]
+    if seal:
+        audit_seal()
+    return entries
 
 
 def _tamper(sql: str, params: list) -> None:
@@ -101,7 +105,7 @@ def test_concurrent_appends_form_one_unbroken_chain(tenant):
         try:
             for _ in range(10):
                 with transaction.atomic():
-                    _append(tenant.id, 1, action="concurrent")
+                    _append(tenant.id, 1, action="concurrent", seal=False)
         except BaseException as exc:  # reported by the assertion below
             errors.append(exc)
         finally:
@@ -113,8 +117,10 @@ def test_concurrent_appends_form_one_unbroken_chain(tenant):
     for thread in threads:
         thread.join()
     assert errors == []
-    seqs = sorted(AuditLog.objects.filter(tenant_id=tenant.id).values_list("seq", flat=True))
-    assert seqs == list(range(1, 81))
+    assert set(AuditLog.objects.filter(tenant_id=tenant.id).values_list("position", flat=True)) == {UNSEALED}
+    assert audit_seal() == 80
+    positions = sorted(AuditLog.objects.filter(tenant_id=tenant.id).values_list("position", flat=True))
+    assert positions == list(range(1, 81))
     assert audit_verify(tenant_id=tenant.id).valid
     assert AuditChainHead.objects.get(chain=tenant.id).seq == 80
 
@@ -159,3 +165,73 @@ def test_actor_filter_matches_label_or_id(admin):
     by_id = admin.api.get(f"/audit/logs?actor={admin.user.id}").json_body["items"]
     assert [item["action"] for item in by_label] == [item["action"] for item in by_id] == ["tenant.updated"]
     assert admin.api.get(f"/audit/logs?actor={uuid.uuid4()}").json_body["items"] == []
+
+
+def test_entries_are_sealed_after_commit_in_the_order_the_sealer_sees_them(tenant, other_tenant):
+    """Writers take no lock; the sealer chains committed entries, each tenant on its own chain."""
+    first = _append(tenant.id, 2, seal=False)
+    other = _append(other_tenant.id, 1, seal=False)
+    stored = AuditLog.objects.get(id=first[0].id)
+    assert (stored.position, stored.prev_hash, stored.hash) == (UNSEALED, "", "")
+    assert first[0].seq < first[1].seq < other[0].seq  # insertion numbers, given by the INSERT
+    assert audit_seal() == 3
+    assert audit_seal() == 0  # nothing left: sealing twice changes nothing
+    chain = list(
+        AuditLog.objects.filter(tenant_id=tenant.id).order_by("position").values_list("id", "position", "prev_hash")
+    )
+    assert [(entry_id, position) for entry_id, position, _ in chain] == [(first[0].id, 1), (first[1].id, 2)]
+    assert chain[0][2] == "0" * 64
+    assert AuditLog.objects.get(id=other[0].id).position == 1
+    late = _append(tenant.id, 1, seal=False)  # committed after the first seal: the next place
+    verdict = audit_verify(tenant_id=tenant.id)  # seals first
+    assert verdict.valid and verdict.entries == 3
+    assert AuditLog.objects.get(id=late[0].id).position == 3
+    assert AuditChainHead.objects.get(chain=tenant.id).seq == 3
+
+
+def test_an_unsealed_entry_cannot_be_edited_by_the_application(tenant):
+    entry = _append(tenant.id, 1, seal=False)[0]
+    with pytest.raises(DatabaseError, match="append-only"), transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("UPDATE audit_auditlog SET position = 1, hash = %s WHERE id = %s", ["a" * 64, entry.id])
+    # Sealing may set the position and the hashes, nothing else.
+    forged = "UPDATE audit_auditlog SET position = 1, prev_hash = %s, hash = %s, action = 'x' WHERE id = %s"
+    with pytest.raises(DatabaseError, match="append-only"), transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(forged, ["0" * 64, "a" * 64, entry.id])
+    assert audit_verify(tenant_id=tenant.id).valid
+    # A sealed entry cannot be sealed again.
+    with pytest.raises(DatabaseError, match="append-only"), transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("UPDATE audit_auditlog SET position = 2 WHERE id = %s", [entry.id])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_open_transaction_does_not_hold_up_other_writers_or_the_sealer(tenant):
+    """The entry of a transaction still open is invisible to the sealer; it is sealed after its commit."""
+    started, release = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def slow_writer() -> None:
+        try:
+            with transaction.atomic():
+                _append(tenant.id, 1, action="slow", seal=False)
+                started.set()
+                release.wait(10)
+        except BaseException as exc:  # reported by the assertion below
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=slow_writer)
+    thread.start()
+    assert started.wait(10)
+    _append(tenant.id, 2, action="fast")  # no wait on the open transaction, sealed at once
+    assert list(AuditLog.objects.filter(tenant_id=tenant.id, position__gt=0).values_list("action", flat=True)) == [
+        "fast",
+        "fast",
+    ]
+    release.set()
+    thread.join()
+    assert errors == []
+    assert audit_verify(tenant_id=tenant.id).valid
+    slow = AuditLog.objects.get(tenant_id=tenant.id, action="slow")
+    assert slow.position == 3  # inserted first (the lowest seq), sealed last: after its commit
+    assert slow.seq < min(AuditLog.objects.filter(action="fast").values_list("seq", flat=True))

@@ -138,3 +138,29 @@ def test_run_relay_wakes_on_notify(redis_client):
     thread.join(timeout=5)
     assert len(redis_client.xrange("ev.orders")) == 1
     assert elapsed < 2, "published on NOTIFY, not on the 30 s safety sweep"
+
+
+@pytest.mark.django_db
+def test_the_relay_seals_audit_entries_at_most_every_second_and_when_idle(redis_client):
+    from apps.audit.models import UNSEALED, AuditLog
+    from apps.audit.services import audit_record
+    from apps.common.context import Actor
+    from apps.events import relay
+
+    def entry() -> AuditLog:
+        return audit_record(tenant_id=None, actor=Actor.system("test"), action="thing.done", resource_type="thing")
+
+    def position(audit: AuditLog) -> int:
+        return AuditLog.objects.get(id=audit.id).position
+
+    relay._last_seal[0] = 0.0
+    first = entry()
+    emit(1)
+    assert relay_pending(client=redis_client) == 1
+    assert position(first) > UNSEALED  # sealed with the publication
+    second = entry()
+    emit(1)
+    assert relay_pending(client=redis_client) == 1
+    assert position(second) == UNSEALED  # under load: not again within the second
+    assert relay_pending(client=redis_client) == 0
+    assert position(second) == position(first) + 1  # the idle sweep seals what is left

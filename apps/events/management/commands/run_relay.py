@@ -60,6 +60,9 @@ class Command(BaseCommand):
                 # Sleep until a transaction with outbox rows commits, or the safety sweep is due.
                 for _ in listener.notifies(timeout=poll, stop_after=1):
                     pass
+                # And take the other commits' notifications already here: one sweep publishes them all.
+                for _ in listener.notifies(timeout=0):
+                    pass
 
     def _stop(self, *_: Any) -> None:
         self.running = False

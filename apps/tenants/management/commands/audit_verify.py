@@ -9,7 +9,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from apps.audit.models import AuditChainHead
-from apps.audit.services import audit_verify
+from apps.audit.services import audit_seal, audit_verify
 from apps.tenants.models import Tenant
 
 
@@ -20,6 +20,7 @@ class Command(BaseCommand):
         parser.add_argument("--tenant", help="tenant slug; every chain when omitted")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        audit_seal()  # every committed entry has its chain (and its chain head) before the walk
         if options["tenant"]:
             tenant = Tenant.objects.filter(slug=options["tenant"]).first()
             if tenant is None:
