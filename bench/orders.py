@@ -95,6 +95,64 @@ def prepare() -> str:
     return str(account.id)
 
 
+def session_cpu_seconds(session_id: int) -> float:
+    """User + system CPU seconds of every live process in one session (a Procfile entry's tree)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[3]) == session_id:  # fields[3] is the session id (after state, ppid, pgrp)
+                total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return total
+
+
+def settle(session_ids: list[int], *, quiet: float = 0.05, limit: float = 90.0) -> None:
+    """Wait until the processes are idle (booted: gunicorn workers, the URL conf the consumers load),
+    so that their start-up is not counted as CPU per order."""
+    deadline = time.monotonic() + limit
+    before = sum(session_cpu_seconds(session) for session in session_ids)
+    while time.monotonic() < deadline:
+        time.sleep(1)
+        now = sum(session_cpu_seconds(session) for session in session_ids)
+        if now - before < quiet:
+            return
+        before = now
+
+
+class Waits(threading.Thread):
+    """Samples PostgreSQL every 50 ms: sessions waiting for an advisory lock (the per-account lock
+    of placements) and for a row lock, out of the active ones."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.samples: list[tuple[int, int, int]] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        from django.db import connection
+
+        query = (
+            "SELECT count(*) FILTER (WHERE wait_event = 'advisory'),"
+            " count(*) FILTER (WHERE wait_event IN ('tuple', 'transactionid')),"
+            " count(*) FILTER (WHERE state = 'active') - 1"
+            " FROM pg_stat_activity WHERE datname = current_database()"
+        )
+        with connection.cursor() as cursor:
+            while not self.stop.wait(0.05):
+                cursor.execute(query)
+                self.samples.append(cursor.fetchone())
+        connection.close()
+
+    def summary(self) -> str:
+        if not self.samples:
+            return "no samples"
+        count = len(self.samples)
+        advisory, rows, active = (sum(sample[i] for sample in self.samples) / count for i in range(3))
+        locks = f"{advisory:.1f} waiting for an account lock, {rows:.1f} for a row lock"
+        return f"on average {active:.1f} active sessions, {locks}"
+
+
 def procfile() -> dict[str, str]:
     entries = {}
     for line in (ROOT / "config" / "Procfile").read_text().splitlines():
@@ -156,10 +214,11 @@ def main() -> None:
         port = free_port()
     env["OMS_PORT"] = str(port)
     commands = procfile()
+    names = ("web", "stream", "relay", "paper", "applier")
     processes = [
         subprocess.Popen(commands[name], shell=True, cwd=ROOT, env=env, start_new_session=True,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for name in ("web", "stream", "relay", "paper", "applier")
+        for name in names
     ]  # fmt: skip
     base = f"http://127.0.0.1:{port}/api/v1"
     try:
@@ -176,12 +235,17 @@ def main() -> None:
             headers={"Content-Type": "application/json"},
         )
         token = json.load(urllib.request.urlopen(request, timeout=5))["access"]
+        settle([process.pid for process in processes])
         fills = Fills(port + 1, token)
         fills.start()
         fills.ready.wait(10)
         warm: list[tuple[str, float, float, int]] = []
         client(port, token, account_id, time.perf_counter() + 2, warm)  # warm-up: pools, caches, instruments
         results: list[tuple[str, float, float, int]] = []
+        time.sleep(1)  # the warm-up's fills
+        cpu_before = [session_cpu_seconds(process.pid) for process in processes]
+        waits = Waits()
+        waits.start()
         deadline = time.perf_counter() + SECONDS
         threads = [
             threading.Thread(target=client, args=(port, token, account_id, deadline, results)) for _ in range(CLIENTS)
@@ -192,7 +256,9 @@ def main() -> None:
         for thread in threads:
             thread.join()
         elapsed = time.perf_counter() - started
+        waits.stop.set()
         time.sleep(3)  # the last fills
+        cpu = [session_cpu_seconds(process.pid) - before for process, before in zip(processes, cpu_before, strict=True)]
         accepted = [r for r in results if r[3] == 201]
         post_ms = [r[2] * 1000 for r in accepted]
         fill_ms = [(fills.seen[r[0]] - r[1]) * 1000 for r in accepted if r[0] in fills.seen]
@@ -205,6 +271,11 @@ def main() -> None:
             f"POST -> order.filled on /events/stream: {len(fill_ms)} seen, "
             f"p50 {percentile(fill_ms, 0.5):.1f} ms, p99 {percentile(fill_ms, 0.99):.1f} ms"
         )
+        per_order = ", ".join(
+            f"{name} {seconds * 1000 / max(len(accepted), 1):.1f}" for name, seconds in zip(names, cpu, strict=True)
+        )
+        print(f"CPU ms per accepted order: {per_order} (total {sum(cpu) * 1000 / max(len(accepted), 1):.1f})")
+        print(f"database during the run: {waits.summary()}")
         verdict = (
             rate >= TARGET_RATE
             and percentile(post_ms, 0.99) < TARGET_POST_P99_MS

@@ -130,14 +130,19 @@ async def event_stream(
     while True:
         wait_ms = max(1, int((quiet_since + heartbeat_seconds - time.monotonic()) * 1000))
         response = await client.xread({stream: cursor}, count=batch, block=wait_ms)
+        chunk: list[bytes] = []
         for _, entries in response or []:
             for raw_id, raw_fields in entries:
                 cursor = _text(raw_id)
                 fields = {_text(key): _text(value) for key, value in raw_fields.items()}
+                if viewer.kinds is not None and fields.get("kind") not in viewer.kinds:
+                    continue  # not parsed at all
                 payload = orjson.loads(fields.get("payload") or "null")
                 if viewer.sees(fields, payload if isinstance(payload, dict) else {}):
-                    quiet_since = time.monotonic()
-                    yield format_event(cursor, fields, payload)
+                    chunk.append(format_event(cursor, fields, payload))
+        if chunk:  # one write for what one read returned
+            quiet_since = time.monotonic()
+            yield b"".join(chunk)
         if time.monotonic() - quiet_since >= heartbeat_seconds:
             quiet_since = time.monotonic()
             yield b": heartbeat\n\n"

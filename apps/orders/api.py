@@ -89,7 +89,12 @@ def _outcome(outcome: placement.Outcome) -> HttpResponse:
 
 @router.post("", response={201: OrderOut, 200: OrderOut}, auth=scoped("orders:place"))
 def place_order(request: HttpRequest, payload: OrderIn, idempotency_key: str | None = IdempotencyKey) -> HttpResponse:
-    fingerprint = request_fingerprint(operation="POST /orders", payload=payload.model_dump(mode="json"))
+    # The fingerprint only serves a reused Idempotency-Key: none to compute without one.
+    fingerprint = (
+        request_fingerprint(operation="POST /orders", payload=payload.model_dump(mode="json"))
+        if idempotency_key
+        else ""
+    )
     outcome = placement.order_place(
         member=_member(request),
         request=_place_request(payload),

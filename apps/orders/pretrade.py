@@ -29,6 +29,9 @@ class Candidate:
     # What the account asks for while its broker connection is down: HOLD (accept, route later)
     # or REFUSE (503 UNAVAILABLE).
     when_disconnected: str = "HOLD"
+    # HALTED by the broker connector itself (its circuit breaker is open), not by an operator:
+    # treated as disconnected, so orders are held or refused per `when_disconnected`.
+    gateway_halt: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,22 +48,27 @@ def instrument_tradable(candidate: Candidate) -> Check:
 
 
 def account_not_halted(candidate: Candidate) -> Check:
-    if candidate.account_status == "HALTED":
+    if candidate.account_status == "HALTED" and not candidate.gateway_halt:
         reason = f": {candidate.account_status_reason}" if candidate.account_status_reason else ""
         return Check("account", False, f"Broker account {candidate.account_code} is HALTED{reason}")
     return Check("account", True, f"Broker account {candidate.account_code} is {candidate.account_status}")
 
 
+def broker_down(account_status: str, *, gateway_halt: bool) -> bool:
+    """Whether the account's broker connection is down (an operator's HALT is not a disconnection)."""
+    return account_status in ("DISCONNECTED", "RECONNECTING") or (account_status == "HALTED" and gateway_halt)
+
+
 def account_connected_or_holding(candidate: Candidate) -> Check:
-    if candidate.account_status in ("DISCONNECTED", "RECONNECTING") and candidate.when_disconnected == "REFUSE":
+    down = broker_down(candidate.account_status, gateway_halt=candidate.gateway_halt)
+    if down and candidate.when_disconnected == "REFUSE":
         return Check(
             "connection",
             False,
             f"Broker account {candidate.account_code} is {candidate.account_status} and refuses orders until it "
             "is connected again",
         )
-    held = candidate.account_status in ("DISCONNECTED", "RECONNECTING")
-    return Check("connection", True, "held until the broker is back" if held else "broker connected")
+    return Check("connection", True, "held until the broker is back" if down else "broker connected")
 
 
 GATES: tuple[Callable[[Candidate], Check], ...] = (

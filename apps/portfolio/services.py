@@ -10,6 +10,9 @@ order, so locks are always taken order first, then position, and never across ne
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -19,7 +22,8 @@ from uuid import UUID
 from django.db import transaction
 from django.utils import timezone
 
-from apps.audit.services import audit_record
+from apps.audit.models import AuditLog
+from apps.audit.services import audit_entry, audit_record
 from apps.brokers.models import Instrument
 from apps.common.context import Actor
 from apps.common.redis import get_redis
@@ -48,7 +52,47 @@ class ExecutionData:
     executed_at: datetime
 
 
+# Positions locked (and moved) in the current `positions_batched` block, by (account, instrument).
+_batched: ContextVar[dict[tuple[UUID, UUID], Position] | None] = ContextVar("positions_batched", default=None)
+
+
+@contextmanager
+def positions_batched() -> Iterator[None]:
+    """Lock each position once and save it once at the end of the block (the applier's batch).
+
+    Every execution still gets its own `position.updated` event and audit row; only the row's
+    SELECT ... FOR UPDATE and UPDATE are shared by the block's executions. Use it inside the
+    transaction, and call `positions_flush` before anything reads positions from the database.
+    """
+    token = _batched.set({})
+    try:
+        yield
+        positions_flush()
+    finally:
+        _batched.reset(token)
+
+
+def positions_flush() -> None:
+    """Save the positions moved so far in the current `positions_batched` block (and forget them)."""
+    cache = _batched.get()
+    if cache:
+        for position in cache.values():
+            position.save()
+        cache.clear()
+
+
 def _locked_position(*, tenant_id: UUID, account_id: UUID, instrument_id: UUID) -> Position:
+    cache = _batched.get()
+    if cache is not None:
+        position = cache.get((account_id, instrument_id))
+        if position is None:
+            position = _lock_position(tenant_id=tenant_id, account_id=account_id, instrument_id=instrument_id)
+            cache[(account_id, instrument_id)] = position
+        return position
+    return _lock_position(tenant_id=tenant_id, account_id=account_id, instrument_id=instrument_id)
+
+
+def _lock_position(*, tenant_id: UUID, account_id: UUID, instrument_id: UUID) -> Position:
     positions = Position.objects.select_for_update(of=("self",)).select_related("instrument")
     key = {"tenant_id": tenant_id, "account_id": account_id, "instrument_id": instrument_id}
     try:
@@ -116,7 +160,8 @@ def position_apply_execution(*, tenant_id: UUID, execution: ExecutionData) -> Po
     position.updated_at = timezone.now()
     if position.last_execution_at is None or execution.executed_at > position.last_execution_at:
         position.last_execution_at = execution.executed_at
-    position.save()
+    if _batched.get() is None:
+        position.save()  # else once, at the end of the batch
     body = position_to_dict(position)
     outbox_emit(
         tenant_id=tenant_id,
@@ -137,7 +182,12 @@ def position_apply_execution(*, tenant_id: UUID, execution: ExecutionData) -> Po
 
 def position_move_audit(*, move: PositionMove, actor: Actor) -> None:
     """Audit one position move; call it among the last writes of the transaction."""
-    audit_record(
+    position_move_audit_entry(move=move, actor=actor).save(force_insert=True)
+
+
+def position_move_audit_entry(*, move: PositionMove, actor: Actor) -> AuditLog:
+    """The unsaved audit row of one position move (for `bulk_create` with a batch's other rows)."""
+    return audit_entry(
         tenant_id=move.tenant_id,
         actor=actor,
         action="position.execution_applied",

@@ -2,8 +2,9 @@
 
 `idempotency_claim` runs first inside the write's transaction and inserts the key. A concurrent
 request with the same key blocks on the unique index until the first transaction ends: if it
-committed, the insert fails and the stored response is replayed; if it rolled back (the request
-was refused), the key is free and the second request does the work itself. No check-then-create.
+committed, the insert does nothing and the stored response is replayed; if it rolled back (the
+request was refused), the key is free and the second request does the work itself. An expired
+key is taken over by the same INSERT. No check-then-create.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 import orjson
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import connection
 from django.utils import timezone
 
 from apps.common.errors import IdempotentReplay
@@ -38,21 +39,26 @@ def request_fingerprint(*, operation: str, payload: Any) -> str:
 
 
 def idempotency_claim(*, tenant: Tenant, key: str, fingerprint: str) -> IdempotencyRecord | Replay:
-    """Claim `key` for this request, or return the replay of the request that already holds it."""
+    """Claim `key` for this request, or return the replay of the request that already holds it.
+
+    One statement: an INSERT that takes over an expired record of the key (ON CONFLICT ... WHERE
+    expired) and otherwise waits for, then yields to, the transaction that holds the key."""
     now = timezone.now()
-    # An expired key is free again; deleting it first lets the insert below take it.
-    IdempotencyRecord.objects.filter(tenant=tenant, key=key, expires_at__lte=now).delete()
-    try:
-        with transaction.atomic():
-            return IdempotencyRecord.objects.create(
-                tenant=tenant,
-                key=key,
-                fingerprint=fingerprint,
-                created_at=now,
-                expires_at=now + timedelta(hours=settings.IDEMPOTENCY_TTL_HOURS),
-            )
-    except IntegrityError:
-        existing = IdempotencyRecord.objects.get(tenant=tenant, key=key)
+    record = IdempotencyRecord(
+        tenant=tenant,
+        key=key,
+        fingerprint=fingerprint,
+        created_at=now,
+        expires_at=now + timedelta(hours=settings.IDEMPOTENCY_TTL_HOURS),
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(_CLAIM, [record.id, tenant.id, key, fingerprint, record.created_at, record.expires_at])
+        claimed = cursor.fetchone()
+    if claimed is not None:
+        record.id = claimed[0]  # an expired record taken over keeps its id
+        record._state.adding, record._state.db = False, connection.alias
+        return record
+    existing = IdempotencyRecord.objects.get(tenant=tenant, key=key)
     if existing.fingerprint != fingerprint:
         raise IdempotentReplay(
             "Idempotency-Key was already used with a different request",
@@ -61,11 +67,33 @@ def idempotency_claim(*, tenant: Tenant, key: str, fingerprint: str) -> Idempote
     return Replay(status=existing.status_code, body=existing.response)
 
 
+_CLAIM = """
+    INSERT INTO orders_idempotencyrecord
+        (id, tenant_id, key, fingerprint, status_code, response, created_at, expires_at)
+    VALUES (%s, %s, %s, %s, 0, '{}'::jsonb, %s, %s)
+    ON CONFLICT (tenant_id, key) DO UPDATE
+        SET fingerprint = EXCLUDED.fingerprint, status_code = 0, response = '{}'::jsonb,
+            created_at = EXCLUDED.created_at, expires_at = EXCLUDED.expires_at
+        WHERE orders_idempotencyrecord.expires_at <= EXCLUDED.created_at
+    RETURNING id
+"""
+
+
 def idempotency_store(*, record: IdempotencyRecord, status: int, body: Any) -> None:
     """Keep the response of the request that claimed the key (same transaction as its work)."""
     record.status_code = status
     record.response = body
     record.save(update_fields=["status_code", "response"])
+
+
+def idempotency_store_sql(*, record: IdempotencyRecord, status: int, body: Any) -> tuple[str, list[object]]:
+    """`idempotency_store` as a statement with its parameters, for the caller to run with its
+    other writes (placing sends it in the one statement of its inserts)."""
+    record.status_code = status
+    record.response = body
+    response = IdempotencyRecord._meta.get_field("response").get_db_prep_save(body, connection)
+    table = IdempotencyRecord._meta.db_table
+    return f"UPDATE {table} SET status_code = %s, response = %s WHERE id = %s", [status, response, record.id]  # noqa: S608
 
 
 def idempotency_purge() -> int:

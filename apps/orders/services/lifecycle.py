@@ -1,21 +1,25 @@
 """The one place that assigns `Order.state`: checks the transition table, bumps the version, and
 writes the OrderEvent and the outbox event in the caller's transaction (audit rows are written
-by the calling service, last)."""
+by the calling service)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 from uuid import UUID
 
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from apps.audit.services import audit_record
+from apps.audit.models import AuditLog
+from apps.audit.services import audit_entry
 from apps.brokers.permissions import ALL_ACCOUNT_ROLES, accounts_for
 from apps.common.context import Actor
 from apps.common.errors import NotFound
-from apps.events.services import outbox_emit
+from apps.events.models import OutboxEvent
+from apps.events.services import outbox_batch, outbox_emit, outbox_event
 from apps.orders.models import Order, OrderEvent
 from apps.orders.serializers import order_to_dict
 from apps.orders.state import TERMINAL, OrderState, advance
@@ -58,7 +62,58 @@ def record_event(
     order: Order, *, kind: str, from_state: str, actor: Actor, detail: dict[str, Any] | None = None
 ) -> OrderEvent:
     """Append the order's next lifecycle event (its seq is the order's new version)."""
-    return OrderEvent.objects.create(
+    event = order_event(order, kind=kind, from_state=from_state, actor=actor, detail=detail)
+    pending = _pending_events.get()
+    if pending is not None:
+        pending.append(event)
+    else:
+        event.save(force_insert=True)
+    return event
+
+
+_pending_events: ContextVar[list[OrderEvent] | None] = ContextVar("order_events_pending", default=None)
+# Orders changed in an `order_writes_batched` block (by object), with the fields to save at its end.
+_pending_saves: ContextVar[dict[int, tuple[Order, set[str]]] | None] = ContextVar("order_saves", default=None)
+
+
+def _order_save(order: Order, fields: Iterable[str]) -> None:
+    """Save `fields` of the order now, or once at the end of the `order_writes_batched` block."""
+    saves = _pending_saves.get()
+    if saves is None:
+        order.save(update_fields=sorted(set(fields)))
+    else:
+        saves.setdefault(id(order), (order, set()))[1].update(fields)
+
+
+@contextmanager
+def order_writes_batched() -> Iterator[None]:
+    """Insert the order events and outbox rows written in the block at its end, one INSERT per
+    table, and save each order changed in it once (the applier's batch: an acknowledgement and a
+    fill of one order make one UPDATE). Only for a block without a savepoint that could roll back
+    part of it; nothing in it may read the order rows or order events it writes."""
+    pending: list[OrderEvent] = []
+    saves: dict[int, tuple[Order, set[str]]] = {}
+    token, saves_token = _pending_events.set(pending), _pending_saves.set(saves)
+    try:
+        with outbox_batch():
+            yield
+    finally:
+        _pending_events.reset(token)
+        _pending_saves.reset(saves_token)
+    for order, fields in saves.values():
+        order.save(update_fields=sorted(fields))
+    OrderEvent.objects.bulk_create(pending)
+
+
+def created_event(order: Order, *, actor: Actor, detail: dict[str, Any]) -> OrderEvent:
+    """The unsaved first event of a new order (placing inserts those of an order and its legs at once)."""
+    return order_event(order, kind="CREATED", from_state="", actor=actor, detail=detail)
+
+
+def order_event(
+    order: Order, *, kind: str, from_state: str, actor: Actor, detail: dict[str, Any] | None = None
+) -> OrderEvent:
+    return OrderEvent(
         tenant_id=order.tenant_id,
         order=order,
         seq=order.version,
@@ -82,11 +137,23 @@ def publish(order: Order, *, kind: str) -> None:
     )
 
 
+def order_outbox_event(order: Order, *, kind: str) -> OutboxEvent:
+    """The unsaved outbox row `publish` would write (for `outbox_emit_many`)."""
+    return outbox_event(
+        tenant_id=order.tenant_id,
+        stream=ORDER_STREAM,
+        kind=kind,
+        aggregate_type="order",
+        aggregate_id=order.id,
+        payload=order_to_dict(order),
+    )
+
+
 def order_touch(order: Order, *, fields: Iterable[str], actor: Actor, kind: str, detail: dict[str, Any]) -> Order:
     """Save a change that keeps the state (a modification, a fill while a request is pending)."""
     order.version += 1
     order.updated_at = timezone.now()
-    order.save(update_fields=[*fields, "version", "updated_at"])
+    _order_save(order, [*fields, "version", "updated_at"])
     record_event(order, kind=kind, from_state=order.state, actor=actor, detail=detail)
     publish(order, kind="order.updated")
     return order
@@ -115,7 +182,7 @@ def order_move(
     if target == OrderState.ROUTED and order.routed_at is None:
         order.routed_at = now
         changed.add("routed_at")
-    order.save(update_fields=sorted(changed))
+    _order_save(order, changed)
     record_event(
         order, kind="STATE", from_state=current.value, actor=actor, detail={"reason": reason, **(detail or {})}
     )
@@ -124,8 +191,13 @@ def order_move(
 
 
 def audit_order(*, order: Order, actor: Actor, action: str, before: dict[str, Any] | None = None) -> None:
-    """Audit one change of an order; call it as the last write of the transaction."""
-    audit_record(
+    """Audit one change of an order (inside the change's transaction)."""
+    audit_order_entry(order=order, actor=actor, action=action, before=before).save(force_insert=True)
+
+
+def audit_order_entry(*, order: Order, actor: Actor, action: str, before: dict[str, Any] | None = None) -> AuditLog:
+    """The unsaved audit row of one change of an order (for `bulk_create`)."""
+    return audit_entry(
         tenant_id=order.tenant_id,
         actor=actor,
         action=action,

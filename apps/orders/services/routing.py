@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import redis
 import structlog
+from django.utils import timezone
 
 from apps.events.commands import command_publish
 from apps.orders.models import Order
 from apps.orders.serializers import dec, ts
+from apps.risk.sessions import session_open
 
 log = structlog.get_logger(__name__)
 
@@ -57,8 +60,26 @@ def command_payload(orders: Sequence[Order], *, con_id: int | None) -> dict[str,
     }
 
 
-def send(*, account_id: Any, kind: str, payload: dict[str, Any]) -> str | None:
-    """Publish a command (called on commit); a Redis failure is logged and left to the sweep."""
+def held(*, account_id: Any, payload: dict[str, Any], now: datetime | None = None) -> bool:
+    """Whether a submission waits for the next session: the account's market is closed and the
+    order (the first of the payload: the parent of a bracket) does not ask for `outside_rth`.
+    Held orders stay NEW; `orders_release_held_task` routes them once the session opens."""
+    orders = payload.get("orders") or [{}]
+    if orders[0].get("outside_rth"):
+        return False
+    is_open, next_open = session_open(account_id, now or timezone.now())
+    if not is_open:
+        log.info("orders.held", account_id=str(account_id), orders=len(orders), next_open=str(next_open))
+    return not is_open
+
+
+def send(*, account_id: Any, kind: str, payload: dict[str, Any], check_session: bool = True) -> str | None:
+    """Publish a command (called on commit); a Redis failure is logged and left to the sweep.
+
+    A submission outside the account's regular session is held (not published) unless it is
+    `outside_rth`; cancels and modifications always go."""
+    if kind == "oms.submit" and check_session and held(account_id=account_id, payload=payload):
+        return None
     try:
         entry_id = command_publish(account_id=account_id, kind=kind, payload=payload)
     except redis.RedisError as exc:

@@ -77,6 +77,7 @@ class Command(BaseCommand):
             group=GROUP,
             consumer=f"{socket.gethostname()}-{os.getpid()}",
             claim_idle_ms=10_000,
+            claim_every=2.0,  # a claim per read would cost a round trip per batch
         )
         log.info("applier.started", consumer=consumer.consumer)
         grouped = False
