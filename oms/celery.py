@@ -62,10 +62,40 @@ app.conf.update(
             "task": "apps.orders.tasks.kill_switches_enforce_task",
             "schedule": 30.0,
         },
-        # Automatic breaker resets; reject-storm and daily-loss breakers.
+        # Breakers that trip by themselves (reject storm, daily loss, stale market data, reconciliation
+        # break), then the automatic resets (ACK_LATENCY trips as acknowledgements are applied).
         "risk-breakers-evaluate": {
             "task": "apps.risk.tasks.breakers_evaluate_task",
             "schedule": 15.0,
+        },
+        # Calendar-driven order handling: route orders held outside the session once it opens;
+        # expire DAY orders at the session close and GTD orders at good_till.
+        "orders-release-held": {
+            "task": "apps.orders.tasks.orders_release_held_task",
+            "schedule": 30.0,
+        },
+        "orders-expire": {
+            "task": "apps.orders.tasks.orders_expire_task",
+            "schedule": 30.0,
+        },
+        # The de-risk playbook (NORMAL → SOFT_DERISK → HARD_DERISK by the exchange clock) and the
+        # order core's execution of its reduction intents; the exposure feed (ev.exposure).
+        "risk-derisk-playbook": {
+            "task": "apps.risk.tasks.derisk_playbook_task",
+            "schedule": 15.0,
+        },
+        "orders-reduction-intents": {
+            "task": "apps.orders.tasks.reduction_intents_task",
+            "schedule": 10.0,
+        },
+        "risk-exposure-refresh": {
+            "task": "apps.risk.tasks.exposure_refresh_task",
+            "schedule": 5.0,
+        },
+        # The market data subscription union for the gateway again, in case Redis lost it.
+        "marketdata-feed-publish": {
+            "task": "apps.marketdata.tasks.feed_publish_task",
+            "schedule": 60.0,
         },
         # Each account's P&L of the UTC day, after the US after-hours session has ended.
         "portfolio-pnl-snapshot": {

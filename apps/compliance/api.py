@@ -9,7 +9,7 @@ from django.http import HttpRequest
 from ninja import Query, Router, Status
 
 from apps.common.errors import ValidationFailed
-from apps.common.pagination import paginate
+from apps.common.pagination import serialized_page
 from apps.common.schemas import Page
 from apps.compliance import selectors, services
 from apps.compliance.schemas import (
@@ -33,8 +33,7 @@ READ = ("risk:manage", "orders:view")
 @router.get("/rules", response=Page[RuleOut], auth=scoped(READ))
 def list_compliance_rules(request: HttpRequest, query: Query[RuleQuery]) -> dict[str, Any]:
     rows = selectors.compliance_rule_list(tenant=principal_of(request).tenant, kind=query.kind)
-    page, next_cursor = paginate(rows, limit=query.limit, cursor=query.cursor)
-    return {"items": [rule_to_dict(row) for row in page], "next": next_cursor}
+    return serialized_page(rows, limit=query.limit, cursor=query.cursor, serialize=rule_to_dict)
 
 
 @router.post("/rules", response={201: RuleOut}, auth=scoped("risk:manage"))
@@ -65,8 +64,7 @@ def delete_compliance_rule(request: HttpRequest, rule_id: UUID) -> Status:
 @router.get("/restricted", response=Page[RestrictedOut], auth=scoped(READ))
 def list_restricted(request: HttpRequest, query: Query[RestrictedQuery]) -> dict[str, Any]:
     rows = selectors.restricted_list(tenant=principal_of(request).tenant, kind=query.kind, value=query.value)
-    page, next_cursor = paginate(rows, limit=query.limit, cursor=query.cursor)
-    return {"items": [restricted_to_dict(row) for row in page], "next": next_cursor}
+    return serialized_page(rows, limit=query.limit, cursor=query.cursor, serialize=restricted_to_dict)
 
 
 @router.post("/restricted", response={201: RestrictedOut}, auth=scoped("risk:manage"))

@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 CODE = "COMPLIANCE_BLOCKED"
 # Orders whose execution price is not bounded: they can cross anything on the other side.
 UNBOUNDED = frozenset({"MKT", "STP", "TRAIL", "MOC"})
+ON_CLOSE = frozenset({"MOC", "LOC"})
 
 
 class RuleKind(StrEnum):
@@ -74,6 +75,9 @@ class CalendarFacts:
     calendar: str  # an exchange_calendars name such as XNYS, or ALWAYS_OPEN
     is_open: bool
     next_open: datetime | None = None
+    close_at: datetime | None = None  # while open: this session's close
+    on_close_cutoff: datetime | None = None  # while open: MOC / LOC orders are refused from then on
+    timezone: str = "UTC"  # the exchange's local time zone (for messages)
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,6 +228,27 @@ def _hours(snapshot: Snapshot, order: Candidate, rules: Sequence[Rule]) -> list[
     return checks
 
 
+def _on_close(snapshot: Snapshot, order: Candidate) -> list[Check]:
+    """MOC / LOC orders are refused between the exchange's on-close cutoff and the close."""
+    if order.order_type not in ON_CLOSE:
+        return []
+    calendar = snapshot.calendar
+    cutoff, close_at = calendar.on_close_cutoff, calendar.close_at
+    inputs = {
+        "calendar": calendar.calendar,
+        "cutoff": cutoff.isoformat() if cutoff else None,
+        "close": close_at.isoformat() if close_at else None,
+    }
+    if cutoff is not None and close_at is not None and cutoff <= snapshot.now < close_at:
+        zone = ZoneInfo(calendar.timezone)
+        detail = (
+            f"{order.order_type} orders are refused after the {calendar.calendar} on-close cutoff "
+            f"{cutoff.astimezone(zone):%H:%M} {calendar.timezone} (close {close_at.astimezone(zone):%H:%M})"
+        )
+        return [Check("on_close_cutoff", False, detail, inputs=inputs)]
+    return [Check("on_close_cutoff", True, f"before the {calendar.calendar} on-close cutoff", inputs=inputs)]
+
+
 def crosses(order: Candidate, other: WorkingOrder) -> bool:
     """Whether `order` could trade against `other` (opposite sides, overlapping prices)."""
     if order.side == other.side or order.instrument_id != other.instrument_id:
@@ -264,5 +289,6 @@ def evaluate(snapshot: Snapshot, order: Candidate) -> list[Check]:
     return [
         *_restricted(snapshot, order),
         *_hours(snapshot, order, snapshot.rules),
+        *_on_close(snapshot, order),
         *_wash(snapshot, order, snapshot.rules),
     ]

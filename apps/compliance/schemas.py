@@ -8,7 +8,7 @@ from uuid import UUID
 from ninja import Field, Schema
 from pydantic import ConfigDict
 
-from apps.common.schemas import UtcDateTime
+from apps.common.schemas import PageQuery, UtcDateTime
 
 RuleKindName = Literal["TRADING_HOURS", "RESTRICTED_HOURS", "WASH_TRADE"]
 
@@ -41,11 +41,7 @@ class RuleOut(Schema):
     updated_at: str
 
 
-class RuleQuery(Schema):
-    model_config = ConfigDict(extra="forbid")
-
-    limit: int = 50
-    cursor: str | None = None
+class RuleQuery(PageQuery):
     kind: RuleKindName | None = None
 
 
@@ -79,10 +75,6 @@ class RestrictedOut(Schema):
     updated_at: str
 
 
-class RestrictedQuery(Schema):
-    model_config = ConfigDict(extra="forbid")
-
-    limit: int = 50
-    cursor: str | None = None
+class RestrictedQuery(PageQuery):
     kind: Literal["SYMBOL", "ACCOUNT"] | None = None
     value: str | None = Field(default=None, max_length=64)

@@ -6,7 +6,7 @@ from uuid import UUID
 
 from django.db.models import QuerySet
 
-from apps.common.errors import NotFound
+from apps.common.queries import one_or_not_found
 from apps.compliance.models import ComplianceRule, RestrictedEntry
 from apps.tenants.models import Tenant
 
@@ -19,10 +19,7 @@ def compliance_rule_list(*, tenant: Tenant, kind: str | None = None) -> QuerySet
 
 def compliance_rule_get(*, tenant: Tenant, rule_id: UUID) -> ComplianceRule:
     """One rule of the tenant; NotFound otherwise."""
-    try:
-        return ComplianceRule.objects.get(tenant=tenant, id=rule_id)
-    except ComplianceRule.DoesNotExist as exc:
-        raise NotFound(f"Compliance rule {rule_id} not found") from exc
+    return one_or_not_found(ComplianceRule.objects, f"Compliance rule {rule_id} not found", tenant=tenant, id=rule_id)
 
 
 def restricted_list(*, tenant: Tenant, kind: str | None = None, value: str | None = None) -> QuerySet[RestrictedEntry]:
@@ -37,7 +34,6 @@ def restricted_list(*, tenant: Tenant, kind: str | None = None, value: str | Non
 
 def restricted_get(*, tenant: Tenant, entry_id: UUID) -> RestrictedEntry:
     """One restricted entry of the tenant; NotFound otherwise."""
-    try:
-        return RestrictedEntry.objects.get(tenant=tenant, id=entry_id)
-    except RestrictedEntry.DoesNotExist as exc:
-        raise NotFound(f"Restricted entry {entry_id} not found") from exc
+    return one_or_not_found(
+        RestrictedEntry.objects, f"Restricted entry {entry_id} not found", tenant=tenant, id=entry_id
+    )

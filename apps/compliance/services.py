@@ -15,6 +15,7 @@ from apps.audit.services import audit_record
 from apps.brokers.models import BrokerAccount
 from apps.common.context import Actor
 from apps.common.errors import NotFound, StateConflict, ValidationFailed
+from apps.common.queries import one_or_not_found
 from apps.compliance import calendars, rules
 from apps.compliance.models import ComplianceRule, RestrictedEntry
 from apps.compliance.serializers import restricted_to_dict, rule_to_dict
@@ -61,10 +62,9 @@ def compliance_rule_create(
 
 
 def _locked_rule(tenant: Tenant, rule_id: UUID) -> ComplianceRule:
-    try:
-        return ComplianceRule.objects.select_for_update().get(tenant=tenant, id=rule_id)
-    except ComplianceRule.DoesNotExist as exc:
-        raise NotFound(f"Compliance rule {rule_id} not found") from exc
+    return one_or_not_found(
+        ComplianceRule.objects.select_for_update(), f"Compliance rule {rule_id} not found", tenant=tenant, id=rule_id
+    )
 
 
 @transaction.atomic(durable=True)
@@ -145,10 +145,12 @@ def restricted_create(
 
 
 def _locked_entry(tenant: Tenant, entry_id: UUID) -> RestrictedEntry:
-    try:
-        return RestrictedEntry.objects.select_for_update().get(tenant=tenant, id=entry_id)
-    except RestrictedEntry.DoesNotExist as exc:
-        raise NotFound(f"Restricted entry {entry_id} not found") from exc
+    return one_or_not_found(
+        RestrictedEntry.objects.select_for_update(),
+        f"Restricted entry {entry_id} not found",
+        tenant=tenant,
+        id=entry_id,
+    )
 
 
 @transaction.atomic(durable=True)
@@ -202,7 +204,7 @@ def compliance_snapshot(
     )
     return rules.Snapshot(
         now=now,
-        calendar=calendars.facts(calendar, now),
+        calendar=calendars.facts_at_minute(calendar, now),
         restrictions=tuple(
             rules.Restriction(
                 str(entry.id),

@@ -1,4 +1,6 @@
-"""Periodic work of orders: purge expired idempotency keys, resend commands the broker never acknowledged."""
+"""Periodic work of orders: purge expired idempotency keys, resend commands the broker never
+acknowledged, release orders held outside the session, expire DAY / GTD orders, and turn the
+de-risk playbook's reduction intents into orders."""
 
 from __future__ import annotations
 
@@ -12,7 +14,9 @@ from django.utils import timezone
 from apps.orders.models import Order
 from apps.orders.services import routing
 from apps.orders.services.idempotency import idempotency_purge
+from apps.orders.services.intents import intents_consume
 from apps.orders.services.risk import kill_switch_enforce
+from apps.orders.services.sessions import held_release, orders_expire
 from apps.orders.state import OrderState
 from apps.risk.models import KillSwitch
 
@@ -61,3 +65,21 @@ def kill_switches_enforce_task() -> int:
     """Backstop of `run_risk_actions`: cancel what every active kill switch still covers."""
     switches = KillSwitch.objects.filter(active=True).values_list("id", flat=True)
     return sum(kill_switch_enforce(kill_switch_id=switch_id) for switch_id in switches)
+
+
+@shared_task(acks_late=True, soft_time_limit=60, time_limit=90)
+def orders_release_held_task() -> int:
+    """Route the orders held outside their account's session once it opens."""
+    return held_release(now=timezone.now())
+
+
+@shared_task(acks_late=True, soft_time_limit=120, time_limit=150)
+def orders_expire_task() -> int:
+    """Expire DAY orders at their session's close and GTD orders at `good_till`."""
+    return orders_expire(now=timezone.now())
+
+
+@shared_task(acks_late=True, soft_time_limit=60, time_limit=90)
+def reduction_intents_task() -> int:
+    """Place the de-risk playbook's reduction intents (from `ev.intents`, and any left PENDING)."""
+    return intents_consume(now=timezone.now())

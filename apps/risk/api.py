@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -10,7 +11,7 @@ from django.utils import timezone
 from ninja import Query, Router, Status
 
 from apps.brokers.selectors import broker_account_get
-from apps.common.pagination import paginate
+from apps.common.pagination import serialized_page
 from apps.common.schemas import Page
 from apps.risk import selectors
 from apps.risk.schemas import (
@@ -54,8 +55,7 @@ def get_risk_status(request: HttpRequest) -> dict[str, Any]:
 @router.get("/limits", response=Page[LimitOut], auth=scoped(READ))
 def list_risk_limits(request: HttpRequest, query: Query[LimitQuery]) -> dict[str, Any]:
     rows = selectors.risk_limit_list(tenant=principal_of(request).tenant, kind=query.kind, scope=query.scope)
-    page, next_cursor = paginate(rows, limit=query.limit, cursor=query.cursor)
-    return {"items": [limit_to_dict(row) for row in page], "next": next_cursor}
+    return serialized_page(rows, limit=query.limit, cursor=query.cursor, serialize=limit_to_dict)
 
 
 @router.post("/limits", response={201: LimitOut}, auth=scoped("risk:manage"))
@@ -91,9 +91,8 @@ def delete_risk_limit(request: HttpRequest, limit_id: UUID) -> Status:
 @router.get("/overrides", response=Page[OverrideOut], auth=scoped(READ))
 def list_risk_overrides(request: HttpRequest, query: Query[ActiveQuery]) -> dict[str, Any]:
     rows = selectors.risk_override_list(tenant=principal_of(request).tenant, active=query.active)
-    page, next_cursor = paginate(rows, limit=query.limit, cursor=query.cursor)
-    now = timezone.now()
-    return {"items": [override_to_dict(row, now=now) for row in page], "next": next_cursor}
+    serialize = partial(override_to_dict, now=timezone.now())
+    return serialized_page(rows, limit=query.limit, cursor=query.cursor, serialize=serialize)
 
 
 @router.post("/overrides", response={201: OverrideOut}, auth=scoped("risk:override"))
@@ -119,8 +118,7 @@ def revoke_risk_override(request: HttpRequest, override_id: UUID) -> dict[str, A
 @router.get("/kill-switch", response=Page[KillSwitchOut], auth=scoped(READ))
 def list_kill_switches(request: HttpRequest, query: Query[ActiveQuery]) -> dict[str, Any]:
     rows = selectors.kill_switch_list(tenant=principal_of(request).tenant, active=query.active)
-    page, next_cursor = paginate(rows, limit=query.limit, cursor=query.cursor)
-    return {"items": [kill_switch_to_dict(row) for row in page], "next": next_cursor}
+    return serialized_page(rows, limit=query.limit, cursor=query.cursor, serialize=kill_switch_to_dict)
 
 
 @router.post("/kill-switch", response={200: KillSwitchOut, 201: KillSwitchOut}, auth=scoped("risk:manage"))
@@ -145,8 +143,7 @@ def release_kill_switch(request: HttpRequest, kill_switch_id: UUID) -> dict[str,
 @router.get("/breakers", response=Page[BreakerOut], auth=scoped(READ))
 def list_circuit_breakers(request: HttpRequest, query: Query[BreakerQuery]) -> dict[str, Any]:
     rows = selectors.breaker_list(tenant=principal_of(request).tenant, state=query.state)
-    page, next_cursor = paginate(rows, limit=query.limit, cursor=query.cursor)
-    return {"items": [breaker_to_dict(row) for row in page], "next": next_cursor}
+    return serialized_page(rows, limit=query.limit, cursor=query.cursor, serialize=breaker_to_dict)
 
 
 @router.post("/breakers", response={201: BreakerOut}, auth=scoped("risk:manage"))

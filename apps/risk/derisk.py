@@ -50,7 +50,7 @@ SEVERITY = {TradingState.ACTIVE: 0, TradingState.REDUCING: 1, TradingState.HALTE
 
 @dataclass(frozen=True, slots=True)
 class DeriskConfig:
-    """The playbook's times and thresholds (config/risk/defaults.yaml, per-tenant overrides)."""
+    """The playbook's times and thresholds (config/risk_rules.yaml, per-tenant overrides)."""
 
     timezone: str = "America/New_York"
     soft_at: time = time(16, 15)

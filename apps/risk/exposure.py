@@ -5,12 +5,16 @@ remaining quantity. The *potential* position of an instrument is the worst case 
 order filled: buys and sells of one instrument cannot both be the worst case, so the potential
 absolute position is max(|q + buys|, |q − sells|). Gross exposure is
 (|long notional| + |short notional|) / equity × 100.
+
+Buckets (spec 003): every position belongs to one bucket, `LT` (long-term, with a target and a
+max) or `MM` (market-making), by its account or its symbol (configurable, per tenant); gross
+exposure is also computed per bucket, against the account's whole equity.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 ZERO = Decimal(0)
@@ -79,3 +83,38 @@ def gross(holdings: Mapping[str, Holding], working: Iterable[Working]) -> Exposu
         current += abs(holding.quantity) * value
         potential += worst_position(holding.quantity, by_instrument.get(instrument_id, ())) * value
     return Exposure(current=current, potential=potential, unpriced=tuple(unpriced))
+
+
+@dataclass(frozen=True, slots=True)
+class BucketLimits:
+    """A bucket's gross caps in percent of equity; `target_gross_pct` is what de-risking aims at."""
+
+    max_gross_pct: Decimal
+    target_gross_pct: Decimal | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Buckets:
+    """How positions are assigned to buckets: by account code first, then by symbol, else `default`."""
+
+    default: str = "LT"
+    limits: Mapping[str, BucketLimits] = field(default_factory=dict)
+    accounts: Mapping[str, str] = field(default_factory=dict)
+    symbols: Mapping[str, str] = field(default_factory=dict)
+
+    def of(self, *, account_code: str, symbol: str) -> str:
+        return self.accounts.get(account_code) or self.symbols.get(symbol.upper()) or self.default
+
+
+def by_bucket(
+    holdings: Mapping[str, Holding], working: Iterable[Working], *, buckets: Buckets, account_code: str
+) -> dict[str, Exposure]:
+    """Gross exposure per bucket (every configured bucket appears, empty ones at zero)."""
+    orders = list(working)
+    split: dict[str, dict[str, Holding]] = {name: {} for name in (*buckets.limits, buckets.default)}
+    for key, holding in holdings.items():
+        split.setdefault(buckets.of(account_code=account_code, symbol=holding.symbol), {})[key] = holding
+    result = {}
+    for name, part in sorted(split.items()):
+        result[name] = gross(part, [order for order in orders if order.instrument_id in part])
+    return result

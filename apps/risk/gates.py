@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
 from apps.risk.derisk import DeriskState, TradingState
-from apps.risk.exposure import ZERO, Holding, Working, gross, pct, worst_position
+from apps.risk.exposure import ZERO, Exposure, Holding, pct, worst_position
 
 
 class LimitKind(StrEnum):
@@ -212,6 +212,8 @@ class _View:
     order: OrderSpec
     price: Decimal | None  # the price the order is valued at
     others: tuple[OpenOrder, ...]  # open orders, without the one a modification replaces
+    same: tuple[Decimal, ...]  # signed remaining of the others in the order's instrument
+    memo: dict[str, Any] = field(default_factory=dict)  # exposures derived once per evaluation
 
     @property
     def holding(self) -> Holding | None:
@@ -223,14 +225,14 @@ class _View:
         return holding.quantity if holding is not None else ZERO
 
     def same_instrument(self) -> list[Decimal]:
-        return [o.signed() for o in self.others if o.instrument_id == self.order.instrument_id]
+        return list(self.same)
 
     def reduces(self) -> bool:
         """Whether the order (with every open order on its side) can only shrink the position."""
         position = self.position
         if position == ZERO or (position > ZERO) == (self.order.side == "BUY"):
             return False
-        same_side = sum((abs(w) for w in self.same_instrument() if (w > ZERO) == (self.order.side == "BUY")), ZERO)
+        same_side = sum((abs(w) for w in self.same if (w > ZERO) == (self.order.side == "BUY")), ZERO)
         return self.order.quantity + same_side <= abs(position)
 
 
@@ -238,30 +240,88 @@ def _view(snapshot: Snapshot, order: OrderSpec) -> _View:
     holding = snapshot.holdings.get(order.instrument_id)
     price = order.limit_price or order.stop_price or (holding.price if holding is not None else None)
     others = tuple(o for o in snapshot.open_orders if o.order_id != order.replaces)
-    return _View(snapshot, order, price, others)
+    same = tuple(o.signed() for o in others if o.instrument_id == order.instrument_id)
+    return _View(snapshot, order, price, others, same)
 
 
-def _filled(view: _View) -> dict[str, Holding]:
-    """Holdings as they would be once this order filled."""
-    holdings = _holdings_with_price(view)
-    held = holdings[view.order.instrument_id]
-    holdings[held.instrument_id] = Holding(
-        held.instrument_id, held.symbol, held.quantity + view.order.signed(), held.price, held.multiplier
-    )
-    return holdings
+# -- gross exposure, incrementally -------------------------------------------------------------
+#
+# Gross exposure is a sum over instruments (exposure.gross), and an order moves only its own
+# instrument: the rest of the book is summed once per evaluation (`_rest`), and each variant the
+# gates need (before the order, with it as an open order, with it filled) only recomputes the
+# order's instrument. Same figures as exposure.gross over the whole book, in one pass.
 
 
-def _holdings_with_price(view: _View) -> dict[str, Holding]:
-    """Holdings, plus the order's instrument valued at the order's price when it has none yet."""
-    holdings = dict(view.snapshot.holdings)
+@dataclass(frozen=True, slots=True)
+class _Rest:
+    current: Decimal
+    potential: Decimal
+    unpriced: tuple[tuple[str, str], ...]  # (instrument id, label), as exposure.gross lists them
+
+
+def _rest(view: _View) -> _Rest:
+    """Exposure of every instrument but the order's (its holdings and the other open orders)."""
+    cached = view.memo.get("rest")
+    if cached is not None:
+        return cast(_Rest, cached)
+    skip = view.order.instrument_id
+    working: dict[str, list[Decimal]] = {}
+    for o in view.others:
+        if o.instrument_id != skip:
+            working.setdefault(o.instrument_id, []).append(o.signed())
+    holdings = view.snapshot.holdings
+    current = potential = ZERO
+    unpriced: list[tuple[str, str]] = []
+    for key, holding in holdings.items():
+        if key == skip:
+            continue
+        price, quantity = holding.price, holding.quantity
+        if price is None:
+            if quantity or key in working:
+                unpriced.append((key, holding.symbol))
+            continue
+        value = price * holding.multiplier
+        current += abs(quantity) * value
+        orders = working.get(key)
+        potential += (worst_position(quantity, orders) if orders else abs(quantity)) * value
+    unpriced.extend((key, key) for key in working if key not in holdings)
+    rest = _Rest(current, potential, tuple(sorted(unpriced)))
+    view.memo["rest"] = rest
+    return rest
+
+
+def _order_holding(view: _View) -> Holding:
+    """The order's instrument as held, valued at the order's price when it has no price of its own."""
     order, holding = view.order, view.holding
     if holding is None:
-        holdings[order.instrument_id] = Holding(order.instrument_id, order.symbol, ZERO, view.price, order.multiplier)
-    elif holding.price is None and view.price is not None:
-        holdings[order.instrument_id] = Holding(
-            holding.instrument_id, holding.symbol, holding.quantity, view.price, holding.multiplier
-        )
-    return holdings
+        return Holding(order.instrument_id, order.symbol, ZERO, view.price, order.multiplier)
+    if holding.price is None and view.price is not None:
+        return Holding(holding.instrument_id, holding.symbol, holding.quantity, view.price, holding.multiplier)
+    return holding
+
+
+def _exposure(view: _View, *, with_order: bool = False, filled: bool = False) -> Exposure:
+    """The account's gross exposure without the order, with it as an open order, or with it filled."""
+    key = f"exposure:{with_order}:{filled}"
+    cached = view.memo.get(key)
+    if cached is not None:
+        return cast(Exposure, cached)
+    rest, held = _rest(view), _order_holding(view)
+    quantity = held.quantity + view.order.signed() if filled else held.quantity
+    working = [*view.same, view.order.signed()] if with_order else list(view.same)
+    unpriced = list(rest.unpriced)
+    current, potential = rest.current, rest.potential
+    if held.price is None:
+        if quantity or working:
+            unpriced.append((held.instrument_id, held.symbol))
+            unpriced.sort()
+    else:
+        value = held.price * held.multiplier
+        current += abs(quantity) * value
+        potential += worst_position(quantity, working) * value
+    exposure = Exposure(current, potential, tuple(label for _, label in unpriced))
+    view.memo[key] = exposure
+    return exposure
 
 
 # -- the gates ---------------------------------------------------------------------------------
@@ -362,10 +422,8 @@ def _with_projection(check: Check, **projected: Any) -> Check:
 
 def _gross(view: _View, limit: Limit) -> Check:
     snapshot = view.snapshot
-    working = [Working(o.instrument_id, o.signed()) for o in view.others]
-    holdings = _holdings_with_price(view)
-    before = gross(holdings, working)
-    after = gross(holdings, [*working, Working(view.order.instrument_id, view.order.signed())])
+    before = _exposure(view)
+    after = _exposure(view, with_order=True)
     if snapshot.equity <= ZERO:
         return Check(
             limit.kind.value,
@@ -375,7 +433,7 @@ def _gross(view: _View, limit: Limit) -> Check:
             limit_version=limit.version,
             limit=text(limit.value),
         )
-    after_now = pct(gross(_filled(view), working).current, snapshot.equity)
+    after_now = pct(_exposure(view, filled=True).current, snapshot.equity)
     after_potential = pct(after.potential, snapshot.equity)
     unpriced = view.order.symbol in after.unpriced or view.order.instrument_id in after.unpriced
     check = _compare(
@@ -511,6 +569,33 @@ GATES: Mapping[LimitKind, Callable[[_View, Limit], Check]] = {
 }
 
 
+# The limits a working order's residual is checked against again after a partial fill: those
+# whose figures move with the position, prices and equity (the order-level ones were settled at entry).
+RESIDUAL_KINDS = frozenset(
+    {
+        LimitKind.MAX_POSITION_QTY,
+        LimitKind.MAX_GROSS_EXPOSURE,
+        LimitKind.CONCENTRATION,
+        LimitKind.DAILY_LOSS,
+        LimitKind.TRAILING_DRAWDOWN,
+    }
+)
+
+
+def residual_breaches(snapshot: Snapshot, residual: OrderSpec) -> tuple[Check, ...]:
+    """The checks the rest of a partly filled order fails now (`residual.replaces` names the order,
+    its quantity is what remains): only the limits of RESIDUAL_KINDS, which a fill, a price move or a
+    lowered limit can turn; an empty tuple when the residual may keep working."""
+    view = _view(snapshot, residual)
+    failed = []
+    for limit in snapshot.limits:
+        if limit.kind in RESIDUAL_KINDS and applies(limit, residual, snapshot.account_id):
+            check = GATES[limit.kind](view, limit)
+            if not check.passed:
+                failed.append(check)
+    return tuple(failed)
+
+
 def evaluate(snapshot: Snapshot, order: OrderSpec) -> Evaluation:
     """Run every gate; a kind with no applicable limit still reports a passing check."""
     view = _view(snapshot, order)
@@ -521,9 +606,9 @@ def evaluate(snapshot: Snapshot, order: OrderSpec) -> Evaluation:
         if not limits:
             checks.append(Check(kind.value, True, f"no {kind.value} limit applies"))
         checks.extend(GATES[kind](view, limit) for limit in limits)
-    working = [Working(o.instrument_id, o.signed()) for o in view.others]
-    after = gross(_holdings_with_price(view), [*working, Working(order.instrument_id, order.signed())])
-    current_pct, potential_pct = gross(_filled(view), ()).percent(snapshot.equity)[0], after.percent(snapshot.equity)[1]
+    after = _exposure(view, with_order=True)
+    current_pct = _exposure(view, filled=True).percent(snapshot.equity)[0]
+    potential_pct = after.percent(snapshot.equity)[1]
     projected = {
         "position": text(view.position + order.signed()),
         "gross_exposure": {

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 from django.db import models
 
-from apps.brokers.models import BrokerAccount
+from apps.brokers.models import BrokerAccount, Instrument
 from apps.risk.derisk import DeriskState, TradingState
 from apps.risk.gates import LimitKind, LimitScope
 from apps.tenants.models import Tenant
@@ -173,8 +173,49 @@ class AccountRisk(models.Model):
     calendar = models.CharField(max_length=16, blank=True)
     derisk_state = models.CharField(max_length=12, choices=_choices(DeriskState), default=DeriskState.NORMAL)
     derisk_day = models.DateField(null=True, blank=True)
+    # Set by the de-risk playbook task (apps.risk.services.playbook): when and why the state last moved.
+    derisk_at = models.DateTimeField(null=True, blank=True)
+    derisk_reason = models.CharField(max_length=255, blank=True)
     version = models.PositiveIntegerField(default=1)
     updated_at = models.DateTimeField()
 
     def __str__(self) -> str:
         return f"{self.account_id} {self.trading_state} {self.derisk_state}"
+
+
+class ReductionIntent(models.Model):
+    """One reduction the HARD_DERISK playbook asks for: trade `quantity` of an instrument towards
+    flat. Announced on `ev.intents`; the orders app places it (idempotently: the order's
+    client_order_id is derived from the intent id) and records the order or the refusal here.
+    One intent per account, exchange-local day and instrument."""
+
+    class Status(models.TextChoices):
+        PENDING = "PENDING"
+        ORDERED = "ORDERED"
+        FAILED = "FAILED"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    account = models.ForeignKey(BrokerAccount, on_delete=models.CASCADE, related_name="+")
+    instrument = models.ForeignKey(Instrument, on_delete=models.PROTECT, related_name="+")
+    day = models.DateField()
+    symbol = models.CharField(max_length=32)
+    side = models.CharField(max_length=4)
+    quantity = models.DecimalField(**AMOUNT)
+    reason = models.CharField(max_length=500)
+    inputs = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING)
+    order_id = models.UUIDField(null=True, blank=True)
+    error = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField()
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["account", "day", "instrument"], name="reductionintent_one_per_day"),
+            models.CheckConstraint(condition=models.Q(quantity__gt=0), name="reductionintent_quantity_positive"),
+        ]
+        indexes = [models.Index(fields=["status", "created_at"], name="reductionintent_status")]
+
+    def __str__(self) -> str:
+        return f"{self.side} {self.quantity} {self.symbol} ({self.status})"

@@ -8,7 +8,7 @@ from uuid import UUID
 from ninja import Field, Schema
 from pydantic import ConfigDict
 
-from apps.common.schemas import DecimalStr, UtcDateTime
+from apps.common.schemas import DecimalStr, PageQuery, UtcDateTime
 
 LimitKindName = Literal[
     "MAX_ORDER_QTY",
@@ -58,11 +58,7 @@ class LimitOut(Schema):
     updated_at: str
 
 
-class LimitQuery(Schema):
-    model_config = ConfigDict(extra="forbid")
-
-    limit: int = 50
-    cursor: str | None = None
+class LimitQuery(PageQuery):
     kind: LimitKindName | None = None
     scope: LimitScopeName | None = None
 
@@ -92,11 +88,7 @@ class OverrideOut(Schema):
     created_at: str
 
 
-class ActiveQuery(Schema):
-    model_config = ConfigDict(extra="forbid")
-
-    limit: int = 50
-    cursor: str | None = None
+class ActiveQuery(PageQuery):
     active: bool | None = None
 
 
@@ -144,11 +136,7 @@ class BreakerOut(Schema):
     updated_at: str
 
 
-class BreakerQuery(Schema):
-    model_config = ConfigDict(extra="forbid")
-
-    limit: int = 50
-    cursor: str | None = None
+class BreakerQuery(PageQuery):
     state: Literal["OPEN", "CLOSED"] | None = None
 
 
@@ -178,4 +166,5 @@ class StatusOut(Schema):
     halted: list[dict[str, Any]]
     kill_switches: list[KillSwitchOut]
     breakers: list[BreakerOut]
+    breaker_rules: list[dict[str, Any]]
     overrides: list[OverrideOut]

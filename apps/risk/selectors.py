@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from apps.brokers.models import BrokerAccount
 from apps.brokers.permissions import accounts_for
-from apps.common.errors import NotFound
+from apps.common.queries import one_or_not_found
 from apps.compliance.calendars import ALWAYS_OPEN, session
 from apps.risk import derisk
 from apps.risk.book import book_for
@@ -28,6 +28,9 @@ from apps.risk.serializers import (
     override_to_dict,
     ts,
 )
+from apps.risk.services.breakers import breaker_rules
+from apps.risk.services.exposure_feed import bucket_status
+from apps.risk.services.playbook import intents_of
 from apps.risk.services.pretrade import BookQuery, account_calendar, account_marks, derisk_state_of
 from apps.tenants.models import Tenant, User
 from apps.tenants.scopes import Role
@@ -43,10 +46,7 @@ def risk_limit_list(*, tenant: Tenant, kind: str | None = None, scope: str | Non
 
 def risk_limit_get(*, tenant: Tenant, limit_id: UUID) -> RiskLimit:
     """One limit of the tenant; NotFound otherwise."""
-    try:
-        return RiskLimit.objects.get(tenant=tenant, id=limit_id)
-    except RiskLimit.DoesNotExist as exc:
-        raise NotFound(f"Risk limit {limit_id} not found") from exc
+    return one_or_not_found(RiskLimit.objects, f"Risk limit {limit_id} not found", tenant=tenant, id=limit_id)
 
 
 def risk_override_list(*, tenant: Tenant, active: bool | None = None) -> QuerySet[RiskOverride]:
@@ -61,10 +61,7 @@ def risk_override_list(*, tenant: Tenant, active: bool | None = None) -> QuerySe
 
 def risk_override_get(*, tenant: Tenant, override_id: UUID) -> RiskOverride:
     """One override of the tenant; NotFound otherwise."""
-    try:
-        return RiskOverride.objects.get(tenant=tenant, id=override_id)
-    except RiskOverride.DoesNotExist as exc:
-        raise NotFound(f"Override {override_id} not found") from exc
+    return one_or_not_found(RiskOverride.objects, f"Override {override_id} not found", tenant=tenant, id=override_id)
 
 
 def kill_switch_list(*, tenant: Tenant, active: bool | None = None) -> QuerySet[KillSwitch]:
@@ -75,10 +72,9 @@ def kill_switch_list(*, tenant: Tenant, active: bool | None = None) -> QuerySet[
 
 def kill_switch_get(*, tenant: Tenant, kill_switch_id: UUID) -> KillSwitch:
     """One kill switch of the tenant; NotFound otherwise."""
-    try:
-        return KillSwitch.objects.get(tenant=tenant, id=kill_switch_id)
-    except KillSwitch.DoesNotExist as exc:
-        raise NotFound(f"Kill switch {kill_switch_id} not found") from exc
+    return one_or_not_found(
+        KillSwitch.objects, f"Kill switch {kill_switch_id} not found", tenant=tenant, id=kill_switch_id
+    )
 
 
 def breaker_list(*, tenant: Tenant, state: str | None = None) -> QuerySet[CircuitBreaker]:
@@ -102,8 +98,9 @@ def _account_status(account: BrokerAccount, row: AccountRisk | None, now: dateti
     ]
     exposure = gross(marks.holdings, working)
     current, potential = exposure.percent(marks.equity)
-    step = derisk_state_of(row=row, calendar=calendar, now=now)
-    regime = derisk.regime(now, session(calendar, now), defaults().derisk) if calendar != ALWAYS_OPEN else None
+    playbook = defaults().derisk_for(account.tenant.slug) if defaults().tenants else defaults().derisk
+    step = derisk_state_of(row=row, calendar=calendar, now=now, config=playbook)
+    regime = derisk.regime(now, session(calendar, now), playbook) if calendar != ALWAYS_OPEN else None
     peak = max(row.peak_equity if row else Decimal(0), marks.equity)
     return {
         "account_id": str(account.id),
@@ -121,12 +118,15 @@ def _account_status(account: BrokerAccount, row: AccountRisk | None, now: dateti
             "potential_notional": text(exposure.potential),
             "unpriced": list(exposure.unpriced),
             "hard_cap": text(defaults().max_gross_exposure_pct),
+            "buckets": bucket_status(marks.holdings, working, account=account, equity=marks.equity),
         },
         "open_orders": len(book.open_orders) if known else None,
         "submissions_last_minute": len(book.submissions) if known else None,
         "manual_trading_state": row.trading_state if row else derisk.TradingState.ACTIVE.value,
         "derisk_state": step.state.value if step else derisk.DeriskState.NORMAL.value,
         "derisk_reason": step.reason if step else "always-open calendar: no de-risk schedule",
+        "derisk_since": row.derisk_at.isoformat() if row is not None and row.derisk_at else None,
+        "reduction_intents": intents_of(row),
         "settings": account_risk_to_dict(row) if row else None,
         "_positions": dict(marks.holdings),
     }
@@ -215,6 +215,7 @@ def risk_status(*, tenant: Tenant, user: User, role: Role | str) -> dict[str, An
         "halted": halted,
         "kill_switches": [kill_switch_to_dict(s) for s in switches],
         "breakers": [breaker_to_dict(b) for b in breakers],
+        "breaker_rules": breaker_rules(tenant_id=tenant.id),
         "overrides": [override_to_dict(o, now=now) for o in risk_override_list(tenant=tenant, active=True)],
     }
     return reply

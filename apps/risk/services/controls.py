@@ -22,6 +22,7 @@ from apps.audit.services import audit_record
 from apps.brokers.models import Broker, BrokerAccount
 from apps.common.context import Actor
 from apps.common.errors import NotFound, StateConflict, ValidationFailed
+from apps.common.queries import one_or_not_found
 from apps.events.services import outbox_emit
 from apps.events.streams import RISK
 from apps.risk.config import defaults
@@ -32,6 +33,38 @@ from apps.tenants.models import Tenant
 KILL_SWITCH_ENGAGED = "risk.kill_switch.engaged"
 KILL_SWITCH_RELEASED = "risk.kill_switch.released"
 BREACHED = "risk.breached"
+
+
+def _record(
+    *,
+    tenant_id: UUID,
+    actor: Actor,
+    action: str,
+    resource_type: str,
+    resource_id: UUID,
+    events: dict[str, dict[str, Any]],
+    after: dict[str, Any],
+    before: dict[str, Any] | None = None,
+) -> None:
+    """Emit a control's events on `ev.risk` and audit the change, in the caller's transaction."""
+    for kind, payload in events.items():
+        outbox_emit(
+            tenant_id=tenant_id,
+            stream=RISK,
+            kind=kind,
+            payload=payload,
+            aggregate_type=resource_type,
+            aggregate_id=resource_id,
+        )
+    audit_record(
+        tenant_id=tenant_id,
+        actor=actor,
+        action=action,
+        resource_type=resource_type,
+        resource_id=resource_id,
+        before=before,
+        after=after,
+    )
 
 
 def _scope_id(tenant: Tenant, scope: str, scope_id: str | None) -> str:
@@ -80,28 +113,16 @@ def kill_switch_engage(
             # Another request engaged the same scope between our read and our insert: that one stands.
             return KillSwitch.objects.get(tenant=tenant, scope=scope, scope_id=key, active=True), False
         payload = kill_switch_to_dict(switch)
-        outbox_emit(
-            tenant_id=tenant.id,
-            stream=RISK,
-            kind=KILL_SWITCH_ENGAGED,
-            payload=payload,
-            aggregate_type="kill_switch",
-            aggregate_id=switch.id,
-        )
-        outbox_emit(
-            tenant_id=tenant.id,
-            stream=RISK,
-            kind=BREACHED,
-            payload={"control": "KILL_SWITCH", "action": "HALTED", **payload},
-            aggregate_type="kill_switch",
-            aggregate_id=switch.id,
-        )
-        audit_record(
+        _record(
             tenant_id=tenant.id,
             actor=actor,
             action="risk.kill_switch.engage",
             resource_type="kill_switch",
             resource_id=switch.id,
+            events={
+                KILL_SWITCH_ENGAGED: payload,
+                BREACHED: {"control": "KILL_SWITCH", "action": "HALTED", **payload},
+            },
             after=payload,
         )
     return switch, True
@@ -110,29 +131,24 @@ def kill_switch_engage(
 @transaction.atomic(durable=True)
 def kill_switch_release(*, tenant: Tenant, actor: Actor, kill_switch_id: UUID) -> KillSwitch:
     """Release an active kill switch; new orders in its scope pass the gates again."""
-    try:
-        switch = KillSwitch.objects.select_for_update().get(tenant=tenant, id=kill_switch_id)
-    except KillSwitch.DoesNotExist as exc:
-        raise NotFound(f"Kill switch {kill_switch_id} not found") from exc
+    switch = one_or_not_found(
+        KillSwitch.objects.select_for_update(),
+        f"Kill switch {kill_switch_id} not found",
+        tenant=tenant,
+        id=kill_switch_id,
+    )
     if not switch.active:
         raise StateConflict(f"Kill switch {switch.id} was already released at {switch.released_at:%Y-%m-%dT%H:%M:%SZ}")
     switch.active, switch.released_at, switch.released_by = False, timezone.now(), actor.label[:255]
     switch.save(update_fields=["active", "released_at", "released_by"])
     payload = kill_switch_to_dict(switch)
-    outbox_emit(
-        tenant_id=tenant.id,
-        stream=RISK,
-        kind=KILL_SWITCH_RELEASED,
-        payload=payload,
-        aggregate_type="kill_switch",
-        aggregate_id=switch.id,
-    )
-    audit_record(
+    _record(
         tenant_id=tenant.id,
         actor=actor,
         action="risk.kill_switch.release",
         resource_type="kill_switch",
         resource_id=switch.id,
+        events={KILL_SWITCH_RELEASED: payload},
         after=payload,
     )
     return switch
@@ -157,10 +173,7 @@ class CancelPlan:
 
 def kill_switch_cancellations(*, kill_switch_id: UUID) -> CancelPlan:
     """The cancellations an engaged kill switch asks for (re-read by id: never trust a message)."""
-    try:
-        switch = KillSwitch.objects.get(id=kill_switch_id)
-    except KillSwitch.DoesNotExist as exc:
-        raise NotFound(f"Kill switch {kill_switch_id} not found") from exc
+    switch = one_or_not_found(KillSwitch.objects, f"Kill switch {kill_switch_id} not found", id=kill_switch_id)
     accounts = BrokerAccount.objects.filter(tenant_id=switch.tenant_id)
     if switch.scope == KillSwitch.Scope.STRATEGY:
         return CancelPlan(switch.id, switch.tenant_id, switch.active, None, UUID(switch.scope_id), ())
@@ -186,9 +199,19 @@ def kill_switch_cancelled(*, kill_switch_id: UUID, count: int) -> None:
 # -- circuit breakers ---------------------------------------------------------------------------
 
 
+def breaker_settings(*, tenant_id: UUID) -> dict[str, dict[str, Any]]:
+    """The breakers' thresholds, action and reset for one tenant: `config/risk_rules.yaml`'s
+    `breakers`, with the tenant's `tenants.<slug>.breakers` overrides (no query when none are set)."""
+    config = defaults()
+    if not config.tenants:
+        return config.breakers
+    slug = Tenant.objects.filter(id=tenant_id).values_list("slug", flat=True).first()
+    return config.breakers_for(slug)
+
+
 def _locked_breaker(*, tenant_id: UUID, kind: str, account_id: UUID | None) -> CircuitBreaker:
     now = timezone.now()
-    config = defaults().breakers[kind]
+    config = breaker_settings(tenant_id=tenant_id)[kind]
     CircuitBreaker.objects.bulk_create(
         [
             CircuitBreaker(
@@ -223,13 +246,14 @@ def breaker_trip(
         )
     now = now or timezone.now()
     breaker = _locked_breaker(tenant_id=tenant_id, kind=kind, account_id=account_id)
-    config = defaults().breakers[kind]
+    config = breaker_settings(tenant_id=tenant_id)[kind]
     automatic = config["reset"] == "AUTO" and not manual
     if breaker.state == CircuitBreaker.State.OPEN:
         breaker.metrics, breaker.updated_at = metrics, now
-        if automatic:  # the condition persists: the automatic reset moves out
+        if automatic and not breaker.manual:  # the condition persists: the automatic reset moves out
             breaker.reset_at = now + timedelta(seconds=int(config["reset_seconds"]))
-        breaker.save(update_fields=["metrics", "updated_at", "reset_at"])
+            breaker.reason = reason[:500]
+        breaker.save(update_fields=["metrics", "updated_at", "reset_at", "reason"])
         return breaker
     breaker.state, breaker.reason, breaker.metrics, breaker.manual = (
         CircuitBreaker.State.OPEN,
@@ -243,20 +267,13 @@ def breaker_trip(
     breaker.trips += 1
     breaker.save()
     payload = breaker_to_dict(breaker)
-    outbox_emit(
-        tenant_id=tenant_id,
-        stream=RISK,
-        kind=BREACHED,
-        payload={"control": "CIRCUIT_BREAKER", **payload},
-        aggregate_type="circuit_breaker",
-        aggregate_id=breaker.id,
-    )
-    audit_record(
+    _record(
         tenant_id=tenant_id,
         actor=actor,
         action="risk.breaker.trip",
         resource_type="circuit_breaker",
         resource_id=breaker.id,
+        events={BREACHED: {"control": "CIRCUIT_BREAKER", **payload}},
         after=payload,
     )
     return breaker
@@ -289,20 +306,13 @@ def _close(breaker: CircuitBreaker, *, actor: Actor, why: str) -> CircuitBreaker
     breaker.manual = False
     breaker.save(update_fields=["state", "reset_at", "updated_at", "reason", "manual"])
     payload = breaker_to_dict(breaker)
-    outbox_emit(
-        tenant_id=breaker.tenant_id,
-        stream=RISK,
-        kind="risk.breaker.reset",
-        payload=payload,
-        aggregate_type="circuit_breaker",
-        aggregate_id=breaker.id,
-    )
-    audit_record(
+    _record(
         tenant_id=breaker.tenant_id,
         actor=actor,
         action="risk.breaker.reset",
         resource_type="circuit_breaker",
         resource_id=breaker.id,
+        events={"risk.breaker.reset": payload},
         before=before,
         after=payload,
     )
@@ -312,10 +322,12 @@ def _close(breaker: CircuitBreaker, *, actor: Actor, why: str) -> CircuitBreaker
 @transaction.atomic(durable=True)
 def breaker_reset(*, tenant: Tenant, actor: Actor, breaker_id: UUID) -> CircuitBreaker:
     """Reset (close) a breaker by hand; 409 when it is not open."""
-    try:
-        breaker = CircuitBreaker.objects.select_for_update().get(tenant=tenant, id=breaker_id)
-    except CircuitBreaker.DoesNotExist as exc:
-        raise NotFound(f"Circuit breaker {breaker_id} not found") from exc
+    breaker = one_or_not_found(
+        CircuitBreaker.objects.select_for_update(),
+        f"Circuit breaker {breaker_id} not found",
+        tenant=tenant,
+        id=breaker_id,
+    )
     if breaker.state != CircuitBreaker.State.OPEN:
         raise StateConflict(f"Circuit breaker {breaker.id} is not open")
     return _close(breaker, actor=actor, why=f"reset by {actor.label}")

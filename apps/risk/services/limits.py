@@ -7,6 +7,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -18,6 +19,7 @@ from apps.brokers.models import BrokerAccount
 from apps.common.context import Actor
 from apps.common.errors import NotFound, StateConflict, ValidationFailed
 from apps.compliance.calendars import known
+from apps.risk import sessions
 from apps.risk.config import defaults
 from apps.risk.derisk import TradingState
 from apps.risk.gates import PERIOD_KINDS, LimitKind, LimitScope
@@ -296,6 +298,7 @@ def account_risk_update(*, tenant: Tenant, actor: Actor, account_id: UUID, chang
     row.version += 1
     row.updated_at = timezone.now()
     row.save()
+    transaction.on_commit(partial(sessions.forget, account.id))
     audit_record(
         tenant_id=tenant.id,
         actor=actor,
