@@ -18,6 +18,7 @@ from apps.brokers.schemas import (
     BrokerAccountOut,
     GrantIn,
     GrantOut,
+    HaltIn,
     InstrumentOut,
     InstrumentQuery,
 )
@@ -42,6 +43,7 @@ def account_out(account: BrokerAccount) -> dict[str, Any]:
         "status": account.status,
         "status_reason": account.status_reason,
         "connect_requested": account.connect_requested,
+        "halted": account.halted,
         "last_heartbeat_at": account.last_heartbeat_at,
         "has_credentials": bool(account.credentials_encrypted),
         "created_at": account.created_at,
@@ -109,6 +111,22 @@ def connect_broker_account(request: HttpRequest, account_id: UUID) -> dict[str, 
 def disconnect_broker_account(request: HttpRequest, account_id: UUID) -> dict[str, Any]:
     principal = principal_of(request)
     account = services.broker_account_disconnect(tenant=principal.tenant, actor=principal.actor, account_id=account_id)
+    return account_out(account)
+
+
+@brokers_router.post("/accounts/{account_id}/halt", response=BrokerAccountOut, auth=scoped("brokers:connect"))
+def halt_broker_account(request: HttpRequest, account_id: UUID, payload: HaltIn) -> dict[str, Any]:
+    principal = principal_of(request)
+    account = services.broker_account_halt(
+        tenant=principal.tenant, actor=principal.actor, account_id=account_id, reason=payload.reason
+    )
+    return account_out(account)
+
+
+@brokers_router.post("/accounts/{account_id}/resume", response=BrokerAccountOut, auth=scoped("brokers:connect"))
+def resume_broker_account(request: HttpRequest, account_id: UUID) -> dict[str, Any]:
+    principal = principal_of(request)
+    account = services.broker_account_resume(tenant=principal.tenant, actor=principal.actor, account_id=account_id)
     return account_out(account)
 
 

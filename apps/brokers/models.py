@@ -27,6 +27,11 @@ class ConnectionStatus(models.TextChoices):
     HALTED = "HALTED"
 
 
+# The reason a gateway gives when it reports HALTED because its circuit breaker is open: such a
+# halt holds or refuses orders like a disconnection; any other HALTED refuses them.
+BREAKER_HALT = "circuit breaker open"
+
+
 class WhenDisconnected(models.TextChoices):
     """What happens to a new order while the account's broker connection is down."""
 
@@ -57,6 +62,9 @@ class BrokerAccount(models.Model):
     status = models.CharField(max_length=16, choices=ConnectionStatus.choices, default=ConnectionStatus.DISCONNECTED)
     status_reason = models.CharField(max_length=255, blank=True)
     connect_requested = models.BooleanField(default=False)
+    # An operator's halt (`POST …/halt`): HALTED until resumed, whatever the gateway reports. A
+    # HALTED status without it is the gateway's own (its circuit breaker is open).
+    halted = models.BooleanField(default=False)
     last_heartbeat_at = models.DateTimeField(null=True, blank=True)
     orders_when_disconnected = models.CharField(
         max_length=8, choices=WhenDisconnected.choices, default=WhenDisconnected.HOLD
@@ -128,6 +136,7 @@ from apps.brokers.ib.models import (  # noqa: E402
 )
 
 __all__ = [
+    "BREAKER_HALT",
     "AccountMode",
     "Broker",
     "BrokerAccount",

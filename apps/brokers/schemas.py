@@ -32,6 +32,12 @@ class BrokerAccountIn(Schema):
     credentials: dict[str, str] | None = Field(default=None, max_length=20)
 
 
+class HaltIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=1, max_length=200)
+
+
 class ConnectionOut(Schema):
     host: str
     port: int | None
@@ -48,6 +54,7 @@ class BrokerAccountOut(Schema):
     status: str
     status_reason: str
     connect_requested: bool
+    halted: bool  # by an operator (`/halt`); HALTED without it is the gateway's circuit breaker
     last_heartbeat_at: datetime | None
     has_credentials: bool
     created_at: datetime

@@ -52,6 +52,7 @@ def account_snapshot(account: BrokerAccount) -> dict[str, Any]:
         "client_id": account.client_id,
         "status": account.status,
         "connect_requested": account.connect_requested,
+        "halted": account.halted,
         "has_credentials": bool(account.credentials_encrypted),
     }
 
@@ -147,7 +148,9 @@ def _set_status(
     account.connect_requested = requested
     if status == ConnectionStatus.CONNECTED:
         account.last_heartbeat_at = timezone.now()
-    account.save(update_fields=["status", "status_reason", "connect_requested", "last_heartbeat_at", "updated_at"])
+    account.save(
+        update_fields=["status", "status_reason", "connect_requested", "halted", "last_heartbeat_at", "updated_at"]
+    )
     if changed:
         _emit_status(account)
     audit_record(
@@ -167,8 +170,9 @@ def broker_account_connect(*, tenant: Tenant, actor: Actor, account_id: UUID) ->
     """Ask for the account to be connected: a paper account is at once; IB waits for its gateway."""
     account = _lock_account(tenant=tenant, account_id=account_id)
     if account.status == ConnectionStatus.HALTED:
+        then = "resume it before connecting" if account.halted else "its gateway probes IB again by itself"
         raise StateConflict(
-            f"Broker account {account.account_code} is HALTED; clear the halt before connecting",
+            f"Broker account {account.account_code} is HALTED; {then}",
             details={"status": account.status, "reason": account.status_reason},
         )
     # The IB gateway process reads `connect_requested` and reports CONNECTED once IB answers.
@@ -197,11 +201,16 @@ def broker_account_disconnect(*, tenant: Tenant, actor: Actor, account_id: UUID)
 def broker_account_status_report(
     *, account_id: UUID, status: ConnectionStatus, reason: str = "", actor: Actor | None = None
 ) -> BrokerAccount:
-    """Record what a connector observed (connected, reconnecting, halted …) and refresh the heartbeat."""
+    """Record what a connector observed (connected, reconnecting, halted …) and refresh the heartbeat.
+
+    An operator's halt outranks the connector: the account stays HALTED until it is resumed.
+    """
     try:
         account = BrokerAccount.objects.select_for_update(no_key=True).get(id=account_id)
     except BrokerAccount.DoesNotExist as exc:
         raise NotFound(f"Broker account {account_id} not found") from exc
+    if account.halted:
+        return account
     return _set_status(
         account,
         actor=actor or Actor.system("broker connector"),
@@ -212,10 +221,53 @@ def broker_account_status_report(
     )
 
 
-def broker_account_heartbeat(*, account_id: UUID) -> None:
-    """Refresh the heartbeat of a connected account (no audit: it is not a change of state)."""
-    BrokerAccount.objects.filter(id=account_id, status=ConnectionStatus.CONNECTED).update(
+def broker_account_heartbeat(*, account_id: UUID) -> bool:
+    """Refresh the heartbeat of a connected account (no audit: it is not a change of state);
+    False when the account is not CONNECTED (halted, or just resumed)."""
+    updated = BrokerAccount.objects.filter(id=account_id, status=ConnectionStatus.CONNECTED).update(
         last_heartbeat_at=timezone.now()
+    )
+    return bool(updated)
+
+
+@transaction.atomic(durable=True)
+def broker_account_halt(*, tenant: Tenant, actor: Actor, account_id: UUID, reason: str) -> BrokerAccount:
+    """An operator's halt: the account turns HALTED (new orders are refused) until resumed.
+
+    The gateway stays connected (cancels and reconciliation still work) but its status reports no
+    longer change the account. Halting a halted account again only replaces the reason.
+    """
+    account = _lock_account(tenant=tenant, account_id=account_id)
+    account.halted = True
+    return _set_status(
+        account,
+        actor=actor,
+        action="broker_account.halt",
+        status=ConnectionStatus.HALTED,
+        reason=f"halted by operator: {reason}",
+        requested=account.connect_requested,
+    )
+
+
+@transaction.atomic(durable=True)
+def broker_account_resume(*, tenant: Tenant, actor: Actor, account_id: UUID) -> BrokerAccount:
+    """Clear an operator's halt. A paper account is CONNECTED at once; an IB account is
+    RECONNECTING until its gateway's next heartbeat reports it connected."""
+    account = _lock_account(tenant=tenant, account_id=account_id)
+    if not account.halted:
+        raise StateConflict(
+            f"Broker account {account.account_code} is not halted by an operator",
+            details={"status": account.status, "reason": account.status_reason},
+        )
+    account.halted = False
+    status = ConnectionStatus.CONNECTED if account.broker == Broker.PAPER else ConnectionStatus.RECONNECTING
+    return _set_status(
+        account,
+        actor=actor,
+        action="broker_account.resume",
+        status=status,
+        reason="halt cleared by operator",
+        requested=account.connect_requested,
     )
 
 

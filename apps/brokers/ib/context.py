@@ -50,6 +50,7 @@ class GatewayConfig:
     commission_grace: float = 1.0
     events_maxlen: int = 100_000
     market_data: tuple[tuple[str, int], ...] = ()  # (symbol, con_id)
+    market_data_lines: int | None = None  # None: settings.MARKETDATA_LINES_PER_LOGIN
 
     @property
     def login(self) -> str:
@@ -62,19 +63,65 @@ def _in_db_thread(function: Callable[..., T], kwargs: dict[str, Any]) -> T:
 
 
 class Context:
-    """Shared state of one gateway run."""
+    """Shared state of one gateway run.
 
-    def __init__(self, config: GatewayConfig, redis_client: redis.Redis) -> None:
+    A login serving several broker accounts has one root context (the first account's) and a
+    `view` per other account: its own settings and command reader, the root's connection, pacer,
+    connectivity, database thread and publisher (so the login's messages share one bucket).
+    """
+
+    def __init__(self, config: GatewayConfig, redis_client: redis.Redis, *, root: Context | None = None) -> None:
         self.config = config
         self.redis = redis_client
-        self.ib: Any = None
-        self.pacer = Pacer(TokenBucket(rate=config.pacing_rate, capacity=config.pacing_burst))
-        self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ib-db")
-        self._publisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ib-publish")
+        self.root = root
+        self._ib: Any = None
+        self._backend_up = True
+        self._next_valid_id = 0
+        if root is None:
+            self.pacer = Pacer(TokenBucket(rate=config.pacing_rate, capacity=config.pacing_burst))
+            self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ib-db")
+            self._publisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ib-publish")
+        else:
+            self.pacer, self._db, self._publisher = root.pacer, root._db, root._publisher
         self.reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ib-commands")
-        self.next_valid_id = 0
-        self.backend_up = True
         self.published = 0
+
+    def view(self, config: GatewayConfig) -> Context:
+        """The context of another account served over this context's login."""
+        return Context(config, self.redis, root=self)
+
+    @property
+    def ib(self) -> Any:
+        return self.root.ib if self.root is not None else self._ib
+
+    @ib.setter
+    def ib(self, value: Any) -> None:
+        if self.root is not None:
+            self.root.ib = value
+        else:
+            self._ib = value
+
+    @property
+    def backend_up(self) -> bool:
+        return self.root.backend_up if self.root is not None else self._backend_up
+
+    @backend_up.setter
+    def backend_up(self, value: bool) -> None:
+        if self.root is not None:
+            self.root.backend_up = value
+        else:
+            self._backend_up = value
+
+    @property
+    def next_valid_id(self) -> int:
+        return self.root.next_valid_id if self.root is not None else self._next_valid_id
+
+    @next_valid_id.setter
+    def next_valid_id(self, value: int) -> None:
+        if self.root is not None:
+            self.root.next_valid_id = value
+        else:
+            self._next_valid_id = value
 
     async def db(self, function: Callable[..., T], /, **kwargs: Any) -> T:
         """Run a store function in the database thread."""
@@ -100,12 +147,41 @@ class Context:
             self.published += 1
             return
 
+    async def publish_many(self, events: list[wire.WireEvent], *, chunk: int = 500) -> None:
+        """Put many broker events on `ib:events` in order, pipelined; retried like `publish`."""
+        loop = asyncio.get_running_loop()
+        for start in range(0, len(events), chunk):
+            batch = [wire.encode(event) for event in events[start : start + chunk]]
+
+            def send(batch: list[dict[str, str]] = batch) -> None:
+                pipe = self.redis.pipeline(transaction=False)
+                for fields in batch:
+                    pipe.xadd(BROKER_EVENTS, fields, maxlen=self.config.events_maxlen, approximate=True)
+                pipe.execute()
+
+            delay = 0.1
+            while True:
+                try:
+                    await loop.run_in_executor(self._publisher, send)
+                except redis.RedisError as exc:
+                    # A retried batch may repeat entries already added: the applier dedups by exec id.
+                    log.warning("ib.publish_failed: %s; retrying in %.1f s", exc, delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+                    continue
+                self.published += len(batch)
+                break
+
     def event(self, kind: str, *, order_id: str, tenant_id: str, **values: Any) -> wire.WireEvent:
         return wire.WireEvent(
             kind=kind, tenant_id=tenant_id, account_id=str(self.config.account_id), order_id=order_id, **values
         )
 
     def close(self) -> None:
+        if self.root is not None:  # a view: the root owns the shared threads
+            self.reader.shutdown(wait=True, cancel_futures=True)
+            return
+
         def close_connections() -> None:
             connections.close_all()
 

@@ -15,56 +15,91 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import redis
-from ib_async import IB, Contract
+from ib_async import IB
 from ib_async.ib import StartupFetch
 
 from apps.brokers.ib import store
 from apps.brokers.ib.context import Context, GatewayConfig, log
 from apps.brokers.ib.listener import Listener
+from apps.brokers.ib.marketdata import MarketData
 from apps.brokers.ib.models import RunTrigger
-from apps.brokers.ib.pacing import Priority
 from apps.brokers.ib.resilience import Backoff, CircuitBreaker
 from apps.brokers.ib.router import Router
 from apps.brokers.ib.sync import Sync
-from apps.brokers.models import ConnectionStatus
+from apps.brokers.models import BREAKER_HALT, ConnectionStatus
 from apps.common.redis import get_redis
 from apps.events.commands import command_stream
 from apps.events.streams import StreamConsumer
 
 COMMAND_GROUP = "ib-gateway"
-STARTUP_FETCH = (
-    StartupFetch.POSITIONS | StartupFetch.ORDERS_OPEN | StartupFetch.ORDERS_COMPLETE | StartupFetch.EXECUTIONS
-)
-L1_STREAM = "ev.l1"
+# Not EXECUTIONS: the reconciliation that follows every connect asks for them (since its cursor).
+# Far above any order id IB hands out and below 2**31 (IB's ids are 32-bit).
+REQUEST_ID_BASE = 1_500_000_000
+STARTUP_FETCH = StartupFetch.POSITIONS | StartupFetch.ORDERS_OPEN | StartupFetch.ORDERS_COMPLETE
 
 
 class SessionEnded(Exception):
     """The IB session is over (socket closed, heartbeat lost); `reason` says why."""
 
 
-class Gateway:
-    """Serves one broker account over one IB login (host, port, client id)."""
+@dataclass(frozen=True, slots=True)
+class Served:
+    """One broker account the gateway serves: its context (a view of the login's), command router,
+    callback listener and reconciliation."""
 
-    def __init__(self, config: GatewayConfig, *, redis_client: redis.Redis | None = None) -> None:
+    context: Context
+    router: Router
+    listener: Listener
+    sync: Sync
+
+
+class Gateway:
+    """Serves broker accounts over one IB login (host, port, client id): one ib_async connection,
+    one pacer and one heartbeat for the login; commands, callbacks, reconciliation and status per
+    account (an IB financial-advisor or multi-account login lists them all in managedAccounts)."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        *,
+        redis_client: redis.Redis | None = None,
+        others: Sequence[GatewayConfig] = (),
+    ) -> None:
         self.config = config
         self.context = Context(config, redis_client or get_redis())
         self.router = Router(self.context)
         self.listener = Listener(self.context, lookup=self._lookup)
         self.sync = Sync(self.context, self.router, self.listener)
         self.listener.on_connectivity = self._on_connectivity
+        self.accounts = [Served(self.context, self.router, self.listener, self.sync)]
+        for other in others:
+            if (other.host, other.port, other.client_id) != (config.host, config.port, config.client_id):
+                raise ValueError(f"account {other.account_code} is not on IB login {config.login}#{config.client_id}")
+            self.accounts.append(self._served(self.context.view(other)))
+        self.market_data = MarketData(self.context, lines=config.market_data_lines)
+        self.listener.on_request_error = self.market_data.on_error
         self.backoff = Backoff(base=config.backoff_base, cap=config.backoff_cap)
         self.breaker = CircuitBreaker(threshold=config.breaker_threshold, open_seconds=config.breaker_open_seconds)
         self.trading = False
         self.connected_once = False
         self.last_heartbeat = 0.0
-        self.tickers: dict[int, Any] = {}
         self._stopping: asyncio.Event | None = None
         self._lost: asyncio.Event | None = None
         self._lost_reason = ""
         self._tasks: list[asyncio.Task[Any]] = []
+
+    @staticmethod
+    def _served(context: Context) -> Served:
+        router = Router(context)
+        syncs: list[Sync] = []
+        listener = Listener(context, lookup=lambda ticket, code, text: syncs[0].order(ticket, code, text))
+        syncs.append(Sync(context, router, listener))
+        return Served(context, router, listener, syncs[0])
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -78,14 +113,19 @@ class Gateway:
         self._stopping = asyncio.Event()
         context = self.context
         context.pacer.start()
-        listener_task = asyncio.create_task(self.listener.run(), name="ib-listener")
+        listener_tasks = [
+            asyncio.create_task(served.listener.run(), name=f"ib-listener-{served.context.config.account_code}")
+            for served in self.accounts
+        ]
         try:
             while not self._stopping.is_set():
                 if not self.breaker.allow():
                     wait = self.breaker.seconds_until_probe()
+                    # HALTED: the gateway has stopped trying for now; new orders are held or refused
+                    # per the account's setting, as while it is disconnected.
                     await self._status(
-                        ConnectionStatus.DISCONNECTED,
-                        f"circuit open after {self.breaker.failures} failed connects; next probe in {wait:.0f} s",
+                        ConnectionStatus.HALTED,
+                        f"{BREAKER_HALT} after {self.breaker.failures} failed connects; next probe in {wait:.0f} s",
                     )
                     await self._sleep(wait)
                     continue
@@ -109,12 +149,15 @@ class Gateway:
                     await self._sleep(self.backoff.next_delay())
         finally:
             self._teardown()
-            listener_task.cancel()
-            await asyncio.gather(listener_task, return_exceptions=True)
+            for task in listener_tasks:
+                task.cancel()
+            await asyncio.gather(*listener_tasks, return_exceptions=True)
             await context.pacer.stop()
+            self.market_data.close()
             with contextlib.suppress(Exception):
                 await self._status(ConnectionStatus.DISCONNECTED, "gateway stopped")
-            context.close()
+            for served in reversed(self.accounts):  # the views first, the login's context last
+                served.context.close()
 
     async def _sleep(self, seconds: float) -> None:
         assert self._stopping is not None
@@ -122,7 +165,10 @@ class Gateway:
             await asyncio.wait_for(self._stopping.wait(), timeout=max(seconds, 0.0))
 
     async def _status(self, status: ConnectionStatus, reason: str) -> None:
-        await self.context.db(store.account_status, account_id=self.config.account_id, status=status, reason=reason)
+        """Report the login's connection status for every account it serves."""
+        for served in self.accounts:
+            account_id = served.context.config.account_id
+            await self.context.db(store.account_status, account_id=account_id, status=status, reason=reason)
 
     # -- connection ----------------------------------------------------------------------------
 
@@ -131,9 +177,10 @@ class Gateway:
         ib = IB()
         ib.RequestTimeout = config.request_timeout
         ib.client.MaxRequests = 0  # our pacer throttles, with priorities; ib_async's would double-queue
-        self.listener.attach(ib)
+        for served in self.accounts:
+            served.listener.attach(ib)
         ib.disconnectedEvent += self._on_disconnected
-        ib.pendingTickersEvent += self._on_tickers
+        self.market_data.attach(ib)
         context.ib = ib
         self._lost = asyncio.Event()
         self._lost_reason = ""
@@ -146,6 +193,10 @@ class Gateway:
             fetchFields=STARTUP_FETCH,
         )
         context.next_valid_id = int(ib.client._reqIdSeq)
+        # ib_async numbers its requests from nextValidId, the range our order-id leases hand out, and
+        # IB reports an error by that one id: a market data error could pass for an order's. Requests
+        # count from far above any order id instead.
+        ib.client.updateReqId(REQUEST_ID_BASE)
         context.backend_up = True
 
     def _teardown(self) -> None:
@@ -156,8 +207,9 @@ class Gateway:
         dropped = self.context.pacer.clear()
         if dropped:
             log.warning("ib.unsent_dropped %d queued message(s); reconciliation resolves their orders", dropped)
-        self.router.unsent.clear()
-        self.tickers.clear()
+        for served in self.accounts:
+            served.router.unsent.clear()
+        self.market_data.detach()
         ib, self.context.ib = self.context.ib, None
         if ib is not None:
             ib.disconnectedEvent -= self._on_disconnected
@@ -177,15 +229,17 @@ class Gateway:
         config, context = self.config, self.context
         assert self._lost is not None
         assert self._stopping is not None
-        self.router.session_sent.clear()
+        for served in self.accounts:
+            served.router.session_sent.clear()
         mark = await context.db(
             store.order_id_floor, login=config.login, client_id=config.client_id, next_valid_id=context.next_valid_id
         )
         if mark >= context.next_valid_id:
             log.warning("ib.next_valid_id_behind: IB says %s, our mark is %s", context.next_valid_id, mark)
         try:
-            await self.sync.run(RunTrigger.RECONNECT)
-            await self._subscribe_market_data()
+            for served in self.accounts:
+                await served.sync.run(RunTrigger.RECONNECT)
+            await self.market_data.connected()
         except (ConnectionError, TimeoutError) as exc:
             return f"reconciliation on connect failed: {exc!r}"
         self.connected_once = True
@@ -194,8 +248,12 @@ class Gateway:
         await self._status(ConnectionStatus.CONNECTED, f"connected to IB at {config.login}")
         self._tasks = [
             asyncio.create_task(self._heartbeat(), name="ib-heartbeat"),
-            asyncio.create_task(self._commands(), name="ib-commands"),
+            *(
+                asyncio.create_task(self._commands(served), name=f"ib-commands-{served.context.config.account_code}")
+                for served in self.accounts
+            ),
             asyncio.create_task(self._scheduled(), name="ib-schedule"),
+            asyncio.create_task(self.market_data.run(), name="ib-market-data"),
         ]
         stopping = asyncio.create_task(self._stopping.wait())
         lost = asyncio.create_task(self._lost.wait())
@@ -218,7 +276,8 @@ class Gateway:
                 return
             self.last_heartbeat = time.monotonic()
             if context.backend_up:
-                await context.db(store.account_heartbeat, account_id=config.account_id)
+                for served in self.accounts:
+                    await context.db(store.account_heartbeat, account_id=served.context.config.account_id)
 
     def _on_connectivity(self, code: int) -> None:
         if code == 1100:
@@ -235,16 +294,18 @@ class Gateway:
     async def _restored(self, *, data_lost: bool) -> None:
         self.context.backend_up = True
         if data_lost:
-            await self._subscribe_market_data(again=True)
-        await self.sync.run(RunTrigger.RECONNECT)
+            await self.market_data.resubscribe()
+        for served in self.accounts:
+            await served.sync.run(RunTrigger.RECONNECT)
         self.trading = True
         notice = "1101, market data resubscribed" if data_lost else "1102"
         await self._status(ConnectionStatus.CONNECTED, f"IB connectivity restored ({notice})")
 
     # -- commands and scheduled work -----------------------------------------------------------
 
-    async def _commands(self) -> None:
-        config, context = self.config, self.context
+    async def _commands(self, served: Served) -> None:
+        context = served.context
+        config = context.config
         consumer = StreamConsumer(
             client=context.redis,
             stream=command_stream(config.account_id),
@@ -277,7 +338,7 @@ class Gateway:
                 entries = await loop.run_in_executor(context.reader, lambda: consumer.read(count=50, block_ms=250))
                 redelivered = False
             for entry_id, fields in entries:
-                await self.router.handle_entry(fields, redelivered=redelivered)
+                await served.router.handle_entry(fields, redelivered=redelivered)
                 await loop.run_in_executor(context.reader, consumer.ack, entry_id)
 
     async def _scheduled(self) -> None:
@@ -287,11 +348,15 @@ class Gateway:
             await asyncio.sleep(config.poll_seconds)
             if not (self.trading and context.backend_up):
                 continue
-            run_id = await context.db(store.run_claim_requested, account_id=config.account_id)
-            if run_id is not None:
-                await self.sync.run(RunTrigger.MANUAL, run_id=run_id)
-            elif time.monotonic() >= next_run:
-                await self.sync.run(RunTrigger.SCHEDULE)
+            scheduled = time.monotonic() >= next_run
+            for served in self.accounts:
+                account_id = served.context.config.account_id
+                run_id = await context.db(store.run_claim_requested, account_id=account_id)
+                if run_id is not None:
+                    await served.sync.run(RunTrigger.MANUAL, run_id=run_id)
+                elif scheduled:
+                    await served.sync.run(RunTrigger.SCHEDULE)
+            if scheduled:
                 next_run = time.monotonic() + config.reconcile_seconds
 
     async def _lookup(self, ticket: store.Ticket, code: int, text: str) -> None:
@@ -300,39 +365,6 @@ class Gateway:
     async def cancel_all(self) -> int:
         """Cancel every working order of the account (for the kill switch)."""
         return await self.router.cancel_all()
-
-    # -- market data ---------------------------------------------------------------------------
-
-    async def _subscribe_market_data(self, *, again: bool = False) -> None:
-        context = self.context
-        for symbol, con_id in self.config.market_data:
-            contract = Contract(conId=con_id, exchange="SMART")
-            if again and con_id in self.tickers:
-                await context.pacer.send(lambda c=contract: context.ib.cancelMktData(c), Priority.REQUEST)
-            ticker = await context.pacer.send(lambda c=contract: context.ib.reqMktData(c), Priority.REQUEST)
-            self.tickers[con_id] = ticker
-            log.info("ib.market_data_subscribed %s (%s)", symbol, con_id)
-
-    def _on_tickers(self, tickers: Any) -> None:
-        symbols = {con_id: symbol for symbol, con_id in self.config.market_data}
-        pipe = self.context.redis.pipeline(transaction=False)
-        for ticker in tickers:
-            symbol = symbols.get(int(ticker.contract.conId or 0))
-            if symbol is None:
-                continue
-            quote = {
-                name: repr(float(value))
-                for name, value in (("bid", ticker.bid), ("ask", ticker.ask), ("last", ticker.last))
-                if value == value and value is not None  # NaN means "no value yet"
-            }
-            if not quote:
-                continue
-            quote["symbol"] = symbol
-            quote["at"] = ticker.time.isoformat() if ticker.time else ""
-            pipe.hset(f"md:last:{symbol}", mapping=quote)
-            pipe.xadd(L1_STREAM, quote, maxlen=100_000, approximate=True)
-        with contextlib.suppress(redis.RedisError):
-            pipe.execute()
 
 
 def _text(fields: dict[Any, Any]) -> dict[str, str]:

@@ -82,6 +82,8 @@ class OrderTicket(models.Model):
             models.Index(fields=["account", "status"], name="orderticket_account_status"),
             models.Index(fields=["account", "client_order_id"], name="orderticket_account_ref"),
             models.Index(fields=["perm_id"], name="orderticket_perm"),
+            # IB's callbacks name an order by (client id, order id) until its permId is bound.
+            models.Index(fields=["account", "ib_client_id", "ib_order_id"], name="orderticket_account_ib_id"),
         ]
 
     def __str__(self) -> str:
@@ -99,6 +101,9 @@ class ExecutionRecord(models.Model):
     side = models.CharField(max_length=4)
     quantity = models.DecimalField(**QUANTITY)
     price = models.DecimalField(**QUANTITY)
+    # The commission last published for it: a report arriving after the fill went out is sent
+    # on as a correction (`commission` broker event), once.
+    commission = models.DecimalField(**QUANTITY, default=Decimal(0))
     executed_at = models.DateTimeField()
     created_at = models.DateTimeField(auto_now_add=True)
 

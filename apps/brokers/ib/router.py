@@ -186,16 +186,12 @@ class Router:
             return
         if order_id in self.unsent:
             self.unsent[order_id] = True
-            await context.db(
-                store.ticket_update, account_id=config.account_id, order_id=order_id, status=TicketStatus.CANCELLED
-            )
-            event = context.event(
-                "cancelled", order_id=order_id, tenant_id=ticket.tenant_id, reason="cancelled before it was sent to IB"
-            )
-            await context.publish(event)
+            await self._cancelled_unsent(ticket)
             return
         if ticket.terminal:
             await self._answer_closed(ticket, request="cancel")
+            return
+        if await self._foreign(ticket, request="cancel"):
             return
         await context.db(store.ticket_update, account_id=config.account_id, order_id=order_id, pending="cancel")
         await context.pacer.send(lambda: context.ib.client.cancelOrder(ticket.ib_order_id, ""), Priority.CANCEL)
@@ -207,13 +203,44 @@ class Router:
         so each of our working orders gets its own cancel, all ahead of any queued order.
         """
         context = self.context
-        for order_id in list(self.unsent):
+        held = list(self.unsent)
+        for order_id in held:  # at once: none of them may leave while the cancels are written
             self.unsent[order_id] = True
         tickets = await context.db(store.ticket_list, account_id=context.config.account_id, open_only=True)
         for ticket in tickets:
-            if ticket.order_id not in self.unsent:
+            if ticket.order_id in held:
+                await self._cancelled_unsent(ticket)
+            else:
                 await self.cancel(ticket.order_id, tenant_id=ticket.tenant_id)
         return len(tickets)
+
+    async def _cancelled_unsent(self, ticket: store.Ticket) -> None:
+        """An order cancelled while still in the pacer queue: never sent, cancelled at once."""
+        context = self.context
+        await context.db(
+            store.ticket_update,
+            account_id=context.config.account_id,
+            order_id=ticket.order_id,
+            status=TicketStatus.CANCELLED,
+        )
+        reason = "cancelled before it was sent to IB"
+        event = context.event("cancelled", order_id=ticket.order_id, tenant_id=ticket.tenant_id, reason=reason)
+        await context.publish(event)
+
+    async def _foreign(self, ticket: store.Ticket, *, request: str) -> bool:
+        """An adopted order another API client placed: IB lets only that client change it (its
+        order id is that client's), so the request is refused rather than sent under our id."""
+        if ticket.ib_client_id == self.context.config.client_id:
+            return False
+        reason = (
+            f"{request} not possible through the OMS: the order was placed at IB by client id "
+            f"{ticket.ib_client_id} (adopted); {request} it from that client or TWS"
+        )
+        event = self.context.event(
+            "rejected", order_id=ticket.order_id, tenant_id=ticket.tenant_id, request=request, reason=reason
+        )
+        await self.context.publish(event)
+        return True
 
     async def _answer_closed(self, ticket: store.Ticket, *, request: str) -> None:
         """A cancel / modification of an order IB has already closed: say what it became."""
@@ -242,6 +269,8 @@ class Router:
             return
         if ticket.terminal:
             await self._answer_closed(ticket, request="modify")
+            return
+        if await self._foreign(ticket, request="modify"):
             return
         try:
             spec = mapping.spec_from_command(item)

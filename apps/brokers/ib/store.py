@@ -16,7 +16,7 @@ from uuid import UUID
 
 import psycopg
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F, Max
+from django.db.models import F, Max, Q
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
@@ -34,9 +34,9 @@ from apps.brokers.ib.models import (
     RunTrigger,
     TicketStatus,
 )
-from apps.brokers.models import BrokerAccount, ConnectionStatus
+from apps.brokers.models import BrokerAccount, ConnectionStatus, Instrument
 from apps.common.context import Actor
-from apps.events.services import outbox_emit
+from apps.events.services import outbox_emit_many, outbox_event
 
 GATEWAY = Actor.system("ib gateway")
 STREAM = "ev.brokers"
@@ -97,11 +97,24 @@ class GatewayLock:
 
 @transaction.atomic
 def order_id_lease(*, login: str, client_id: int, next_valid_id: int) -> int:
-    """Lease one order id: above IB's hint and above every id this (login, client id) ever used."""
-    OrderIdLease.objects.get_or_create(login=login, client_id=client_id)
-    lease = OrderIdLease.objects.filter(login=login, client_id=client_id)
-    lease.update(high_water=Greatest(F("high_water"), next_valid_id - 1) + 1, updated_at=timezone.now())
-    return int(lease.values_list("high_water", flat=True).get())
+    """Lease one order id: above IB's hint and above every id this (login, client id) ever used.
+
+    One `UPDATE … RETURNING` (the row lock serialises concurrent leases); the row is created the
+    first time.
+    """
+    table = OrderIdLease._meta.db_table
+    sql = (
+        f'UPDATE "{table}" SET "high_water" = GREATEST("high_water", %s - 1) + 1, "updated_at" = %s '  # noqa: S608
+        'WHERE "login" = %s AND "client_id" = %s RETURNING "high_water"'
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [next_valid_id, timezone.now(), login, client_id])
+        row = cursor.fetchone()
+        if row is None:
+            OrderIdLease.objects.get_or_create(login=login, client_id=client_id)
+            cursor.execute(sql, [next_valid_id, timezone.now(), login, client_id])
+            row = cursor.fetchone()
+    return int(row[0])
 
 
 @transaction.atomic
@@ -137,6 +150,7 @@ class Ticket:
     filled: Decimal
     spec: dict[str, Any]
     sends: int
+    ib_client_id: int = 0
 
     @property
     def terminal(self) -> bool:
@@ -160,6 +174,7 @@ def _frozen(row: OrderTicket) -> Ticket:
         filled=row.filled,
         spec=row.spec,
         sends=row.sends,
+        ib_client_id=row.ib_client_id,
     )
 
 
@@ -223,12 +238,24 @@ def ticket_find(
     *, account_id: UUID, client_id: int, ib_order_id: int = 0, perm_id: int = 0, order_ref: str = ""
 ) -> Ticket | None:
     """The ticket an IB callback is about: by permId, else by (client id, order id), else by orderRef."""
-    rows = OrderTicket.objects.filter(account_id=account_id)
-    found = rows.filter(perm_id=perm_id).first() if perm_id else None
-    if found is None and ib_order_id > 0:
-        found = rows.filter(ib_client_id=client_id, ib_order_id=ib_order_id).first()
-    if found is None and order_ref:
-        found = rows.filter(client_order_id=order_ref).order_by("-created_at").first()
+    keys = Q()
+    if perm_id:
+        keys |= Q(perm_id=perm_id)
+    if ib_order_id > 0:
+        keys |= Q(ib_client_id=client_id, ib_order_id=ib_order_id)
+    if order_ref:
+        keys |= Q(client_order_id=order_ref)
+    if not keys:
+        return None
+    # One query for the three keys; the most durable one that matches wins.
+    rows = list(OrderTicket.objects.filter(keys, account_id=account_id).order_by("-created_at")[:20])
+    found = (
+        next((row for row in rows if perm_id and row.perm_id == perm_id), None)
+        or next(
+            (r for r in rows if ib_order_id > 0 and (r.ib_client_id, r.ib_order_id) == (client_id, ib_order_id)), None
+        )
+        or next((row for row in rows if order_ref and row.client_order_id == order_ref), None)
+    )
     return _frozen(found) if found else None
 
 
@@ -253,6 +280,7 @@ def execution_record(*, account_id: UUID, execution: reconcile.IbExecution, orde
                 side=execution.side,
                 quantity=execution.quantity,
                 price=execution.price,
+                commission=execution.commission,
                 executed_at=execution.time,
             )
     except IntegrityError:
@@ -263,6 +291,94 @@ def execution_record(*, account_id: UUID, execution: reconcile.IbExecution, orde
     return True
 
 
+def executions_booked_among(*, account_id: UUID, exec_ids: list[str]) -> set[str]:
+    """Which of these exec ids are journaled already (one query)."""
+    found = ExecutionRecord.objects.filter(account_id=account_id, exec_id__in=exec_ids)
+    return set(found.values_list("exec_id", flat=True))
+
+
+def executions_record_many(*, account_id: UUID, rows: list[tuple[reconcile.IbExecution, str]]) -> int:
+    """Journal published executions in bulk (a reconciliation's backfill) and add their quantities
+    to their tickets; the caller passes only executions it found unbooked (`executions_booked_among`)."""
+    if not rows:
+        return 0
+    with transaction.atomic():
+        records = [
+            ExecutionRecord(
+                account_id=account_id,
+                exec_id=execution.exec_id,
+                order_id=UUID(order_id),
+                perm_id=execution.perm_id,
+                con_id=execution.con_id,
+                side=execution.side,
+                quantity=execution.quantity,
+                price=execution.price,
+                commission=execution.commission,
+                executed_at=execution.time,
+            )
+            for execution, order_id in rows
+        ]
+        # The caller checked which were booked, in this same (only) database thread of the only
+        # gateway of the account: what is left is new; ON CONFLICT DO NOTHING guards the rest.
+        fresh = records
+        ExecutionRecord.objects.bulk_create(fresh, ignore_conflicts=True, batch_size=2000)
+        filled: dict[UUID, Decimal] = {}
+        for record in fresh:
+            filled[record.order_id] = filled.get(record.order_id, Decimal(0)) + record.quantity
+        for order_id, quantity in filled.items():
+            OrderTicket.objects.filter(account_id=account_id, order_id=order_id).update(
+                filled=F("filled") + quantity, updated_at=timezone.now()
+            )
+    return len(fresh)
+
+
+def execution_commission(*, account_id: UUID, exec_id: str, commission: Decimal) -> str | None:
+    """Record a commission reported after its execution was published; return the order id when
+    it changed what was published (so a correction goes out), None when it did not."""
+    changed = ExecutionRecord.objects.filter(account_id=account_id, exec_id=exec_id).exclude(commission=commission)
+    found = changed.values_list("order_id", flat=True).first()
+    if found is None:
+        return None
+    changed.update(commission=commission)
+    return str(found)
+
+
+def tickets_for_executions(*, account_id: UUID, perm_ids: list[int], refs: list[str]) -> list[Ticket]:
+    """The tickets a batch of executions may belong to (by permId or orderRef), in one query."""
+    rows = OrderTicket.objects.filter(account_id=account_id).filter(
+        Q(perm_id__in=[p for p in perm_ids if p]) | Q(client_order_id__in=[r for r in refs if r])
+    )
+    return [_frozen(row) for row in rows.order_by("created_at")]
+
+
+def ticket_adopt(*, account_id: UUID, tenant_id: UUID, order: reconcile.IbOrder, order_id: str, status: str) -> bool:
+    """A ticket for an order adopted from IB (placed outside the OMS); False if it had one."""
+    _, created = OrderTicket.objects.get_or_create(
+        account_id=account_id,
+        order_id=UUID(order_id),
+        defaults={
+            "tenant_id": tenant_id,
+            "client_order_id": order.order_ref or f"ib-{order.perm_id}",
+            "symbol": order.symbol,
+            "con_id": order.con_id,
+            "side": order.side,
+            "quantity": order.quantity,
+            "ib_client_id": order.client_id,
+            "ib_order_id": order.order_id,
+            "perm_id": order.perm_id,
+            "status": status,
+            "ib_status": order.status,
+            "spec": {"adopted": True, **order.details},
+        },
+    )
+    return created
+
+
+def instruments_known(*, con_ids: list[int]) -> set[int]:
+    """Which of these IB contract ids the OMS has an instrument for (orders on others cannot be adopted)."""
+    return set(Instrument.objects.filter(con_id__in=con_ids).values_list("con_id", flat=True))
+
+
 def execution_cursor(*, account_id: UUID) -> datetime | None:
     """The time of the latest execution journaled (reconciliation asks IB for what came after)."""
     found = ExecutionRecord.objects.filter(account_id=account_id).aggregate(latest=Max("executed_at"))["latest"]
@@ -270,8 +386,13 @@ def execution_cursor(*, account_id: UUID) -> datetime | None:
 
 
 def executions_booked(*, account_id: UUID) -> list[reconcile.OurExecution]:
-    rows = ExecutionRecord.objects.filter(account_id=account_id).values_list("exec_id", "con_id", "side", "quantity")
-    return [reconcile.OurExecution(exec_id, con_id, side, quantity) for exec_id, con_id, side, quantity in rows]
+    rows = ExecutionRecord.objects.filter(account_id=account_id).values_list(
+        "exec_id", "con_id", "side", "quantity", "commission", "order_id"
+    )
+    return [
+        reconcile.OurExecution(exec_id, con_id, side, quantity, commission, str(order_id))
+        for exec_id, con_id, side, quantity, commission, order_id in rows.iterator(chunk_size=5000)
+    ]
 
 
 def account_status(*, account_id: UUID, status: ConnectionStatus, reason: str) -> None:
@@ -282,8 +403,14 @@ def account_status(*, account_id: UUID, status: ConnectionStatus, reason: str) -
     services.broker_account_status_report(account_id=account_id, status=status, reason=reason, actor=GATEWAY)
 
 
-def account_heartbeat(*, account_id: UUID) -> None:
-    services.broker_account_heartbeat(account_id=account_id)
+def account_heartbeat(*, account_id: UUID, reason: str = "connected to IB") -> None:
+    """Refresh the heartbeat; an account an operator has just resumed (RECONNECTING, no longer
+    halted) is reported CONNECTED again, since the gateway never stopped being connected."""
+    if services.broker_account_heartbeat(account_id=account_id):
+        return
+    row = BrokerAccount.objects.filter(id=account_id).values_list("status", "halted").first()
+    if row is not None and row == (ConnectionStatus.RECONNECTING, False):
+        account_status(account_id=account_id, status=ConnectionStatus.CONNECTED, reason=reason)
 
 
 def run_start(*, account_id: UUID, trigger: RunTrigger) -> UUID:
@@ -334,9 +461,9 @@ def _drift_row(run: ReconciliationRun, drift: reconcile.Drift) -> Reconciliation
 def run_finish(*, run_id: UUID, drifts: Iterable[reconcile.Drift], summary: dict[str, Any], error: str = "") -> None:
     """Close a run with its drifts; each drift about an order is an `OrderStateSync` event."""
     run = ReconciliationRun.objects.select_for_update().get(id=run_id)
-    rows = ReconciliationDrift.objects.bulk_create([_drift_row(run, drift) for drift in drifts])
-    for row in rows:
-        outbox_emit(
+    rows = ReconciliationDrift.objects.bulk_create([_drift_row(run, drift) for drift in drifts], batch_size=2000)
+    events = [
+        outbox_event(
             tenant_id=run.tenant_id,
             stream=STREAM,
             kind="OrderStateSync",
@@ -355,6 +482,10 @@ def run_finish(*, run_id: UUID, drifts: Iterable[reconcile.Drift], summary: dict
                 "ib": row.ib,
             },
         )
+        for row in rows
+    ]
+    for start in range(0, len(events), 2000):  # one INSERT (and one NOTIFY) per 2,000 events
+        outbox_emit_many(events[start : start + 2000])
     run.status = RunStatus.FAILED if error else RunStatus.COMPLETED
     run.error = error[:500]
     run.summary = summary | {"drifts": len(rows)}

@@ -8,6 +8,7 @@ depends on the order's real state (103/104/10147/10148, or Inactive).
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
@@ -27,6 +28,45 @@ from apps.brokers.ib.router import Router, ib_order
 CURSOR_SLACK = timedelta(minutes=5)
 
 
+UNSET = 1e300  # ib_async's UNSET_DOUBLE (and anything near it) means "no value"
+
+
+def _price(value: Any) -> Decimal | None:
+    if value is None or value != value or abs(float(value)) >= UNSET or float(value) == 0:
+        return None
+    return to_decimal(value)
+
+
+def adoption_details(order: Any) -> dict[str, str]:
+    """An IB order in OMS terms, as strings, for adopting it; {"unmapped": why} if it has none."""
+    try:
+        ours = mapping.from_ib(
+            mapping.IbOrderFields(
+                action=order.action,
+                total_quantity=to_decimal(order.totalQuantity),
+                order_type=order.orderType,
+                tif=order.tif or "DAY",
+                order_ref=order.orderRef or "",
+                lmt_price=_price(order.lmtPrice),
+                aux_price=_price(order.auxPrice),
+                trailing_percent=_price(getattr(order, "trailingPercent", None)),
+                outside_rth=bool(order.outsideRth),
+            )
+        )
+    except mapping.Unmapped as exc:
+        return {"unmapped": exc.reason}
+    details = {
+        "order_type": ours.order_type,
+        "time_in_force": ours.time_in_force,
+        "outside_rth": "true" if ours.outside_rth else "false",
+    }
+    for name in ("limit_price", "stop_price", "trail_amount", "trail_percent"):
+        value = getattr(ours, name)
+        if value is not None:
+            details[name] = str(value)
+    return details
+
+
 def ib_order_of(trade: Any, *, open_: bool) -> IbOrder:
     order, status = trade.order, trade.orderStatus
     filled = status.filled or getattr(order, "filledQuantity", 0) or 0
@@ -42,6 +82,7 @@ def ib_order_of(trade: Any, *, open_: bool) -> IbOrder:
         client_id=int(order.clientId or 0),
         order_id=int(order.orderId or 0),
         symbol=trade.contract.symbol,
+        details=adoption_details(order),
     )
 
 
@@ -63,6 +104,10 @@ class Sync:
             lambda: ib.reqExecutionsAsync(ExecutionFilter(acctCode=config.account_code, time=since)), timeout=timeout
         )
         positions = await context.pacer.request(ib.reqPositionsAsync, timeout=timeout)
+        code = config.account_code
+        # One IB login may serve several accounts (and client 0 sees them all): ours only.
+        open_trades = [t for t in open_trades if (t.order.account or code) == code]
+        completed = [t for t in completed if (t.order.account or code) == code]
         orders = [ib_order_of(trade, open_=True) for trade in open_trades]
         known = {order.perm_id for order in orders}
         orders += [ib_order_of(t, open_=False) for t in completed if int(t.order.permId or 0) not in known]
@@ -83,6 +128,7 @@ class Sync:
             ib_orders, executions, positions = await self.fetch()
             tickets = await context.db(store.ticket_list, account_id=config.account_id)
             booked = await context.db(store.executions_booked, account_id=config.account_id)
+            ib_orders = await self._adoptable(ib_orders, tickets)
             ours = [
                 reconcile.OurOrder(
                     order_id=t.order_id,
@@ -99,9 +145,14 @@ class Sync:
                 for t in tickets
             ]
             plan = reconcile.diff(
-                ours=ours, booked=booked, ib_orders=ib_orders, ib_executions=executions, ib_positions=positions
+                ours=ours,
+                booked=booked,
+                ib_orders=ib_orders,
+                ib_executions=executions,
+                ib_positions=positions,
+                account_id=str(config.account_id),
             )
-            await self.apply(plan, {t.order_id: t for t in tickets}, ib_orders)
+            await self.apply(plan, {t.order_id: t for t in tickets}, ib_orders, executions)
         except Exception as exc:
             log.exception("ib.reconciliation_failed")
             await context.db(
@@ -113,21 +164,51 @@ class Sync:
             "ib_executions": len(executions),
             "our_orders": len(ours),
             "matched_open": plan.matched,
+            "fills_published": len(plan.of(Action.PUBLISH_FILL)),
+            "adopted": len(plan.of(Action.ADOPT)),
             "positions": {str(con_id): str(quantity) for con_id, quantity in positions.items()},
         }
-        await context.db(store.run_finish, run_id=run_id, drifts=plan.drifts, summary=summary)
+        await context.db(store.run_finish, run_id=run_id, drifts=reconcile.recorded(plan.drifts), summary=summary)
         log.info("ib.reconciled %s: %d drift(s)", trigger, len(plan.drifts))
         return run_id
 
-    async def apply(self, plan: reconcile.Plan, tickets: dict[str, store.Ticket], ib_orders: list[IbOrder]) -> None:
+    async def _adoptable(self, ib_orders: list[IbOrder], tickets: list[store.Ticket]) -> list[IbOrder]:
+        """Mark the orders no ticket knows whose instrument the OMS does not list (not adoptable)."""
+        known_perm = {t.perm_id for t in tickets if t.perm_id}
+        known_ref = {t.client_order_id for t in tickets}
+        strangers = {o.perm_id for o in ib_orders if o.perm_id not in known_perm and o.order_ref not in known_ref}
+        if not strangers:
+            return ib_orders
+        con_ids = sorted({o.con_id for o in ib_orders if o.perm_id in strangers})
+        listed = await self.context.db(store.instruments_known, con_ids=con_ids)
+        return [
+            replace(o, details={"unmapped": f"conId {o.con_id} ({o.symbol}) is not an OMS instrument"})
+            if o.perm_id in strangers and o.con_id not in listed and "unmapped" not in o.details
+            else o
+            for o in ib_orders
+        ]
+
+    async def apply(
+        self,
+        plan: reconcile.Plan,
+        tickets: dict[str, store.Ticket],
+        ib_orders: list[IbOrder],
+        executions: Sequence[reconcile.IbExecution] = (),
+    ) -> None:
         listener = self.listener
         by_perm = {order.perm_id: order for order in ib_orders}
+        for drift in plan.of(Action.ADOPT):
+            if drift.adopt is not None and drift.order_id:
+                await self.adopt(drift.adopt, drift.order_id)
         for drift in plan.of(Action.PUBLISH_ACCEPTED):
             ticket = tickets[drift.order_id or ""]
             await listener.bind(ticket, drift.perm_id or 0, by_perm[drift.perm_id or 0].status)
-        for drift in plan.of(Action.PUBLISH_FILL):
-            if drift.execution is not None:
-                await listener.publish_fill(drift.execution)
+        await listener.publish_fills([d.execution for d in plan.of(Action.PUBLISH_FILL) if d.execution is not None])
+        late = {e.exec_id: e for e in executions}
+        for drift in plan.of(Action.PUBLISH_COMMISSION):
+            execution = late.get(drift.ib.get("exec_id", ""))
+            if execution is not None:
+                await listener.publish_commission(execution)
         for drift in plan.of(Action.PUBLISH_CANCELLED):
             await listener.closed(tickets[drift.order_id or ""], "cancelled", "cancelled at IB while we were away")
         # Orders IB finished with fills (the fills themselves are published above).
@@ -142,6 +223,49 @@ class Sync:
                     pending="",
                 )
         await self.resend([tickets[d.order_id or ""] for d in plan.of(Action.RESEND)])
+
+    async def adopt(self, order: IbOrder, order_id: str) -> None:
+        """Take over an order placed outside the OMS: a ticket (so IB's callbacks and fills find
+        it), then an `adopted` broker event from which the applier creates the OMS order."""
+        context = self.context
+        config = context.config
+        if order.status in mapping.CANCELLED_STATUSES:
+            status = TicketStatus.CANCELLED
+        elif order.status == mapping.FILLED_STATUS:
+            status = TicketStatus.FILLED
+        else:
+            status = TicketStatus.WORKING if order.open else TicketStatus.EXPIRED
+        created = await context.db(
+            store.ticket_adopt,
+            account_id=config.account_id,
+            tenant_id=config.tenant_id,
+            order=order,
+            order_id=order_id,
+            status=status,
+        )
+        if not created:
+            return
+        details = dict(order.details) | {
+            "con_id": str(order.con_id),
+            "symbol": order.symbol,
+            "side": order.side,
+            "quantity": str(order.quantity),
+            "client_order_id": order.order_ref,
+            "perm_id": str(order.perm_id),
+            "ib_client_id": str(order.client_id),
+            "ib_order_id": str(order.order_id),
+            "ib_status": order.status,
+        }
+        event = context.event(
+            "adopted",
+            order_id=order_id,
+            tenant_id=str(config.tenant_id),
+            broker_order_id=str(order.perm_id),
+            details=details,
+            reason=f"adopted from IB (placed outside the OMS, client id {order.client_id})",
+        )
+        log.warning("ib.adopted perm %s (client %s) as order %s", order.perm_id, order.client_id, order_id)
+        await context.publish(event)
 
     async def resend(self, tickets: list[store.Ticket]) -> None:
         """Send again the orders IB never received, each under a freshly leased id (parents first)."""

@@ -5,10 +5,14 @@ without parsing: `kind`, `tenant_id`, `account_id`, `order_id`, `msg_id`, `order
 (RFC 3339 UTC), `source`, and `data`: JSON with the remaining fields of
 `apps.orders.services.broker_events.BrokerEvent` under the same names (`broker_order_id`,
 `reason`, `request`, `fill` with `exec_id`, `quantity`, `price`, `commission`, `currency`,
-`executed_at`; decimals as strings). `decode` returns exactly the keyword arguments of
-`BrokerEvent` (with `fill` as a dict of `Fill`'s arguments), so the applier builds one in a line.
+`executed_at`; decimals as strings), `details` (strings, adoption only). `decode` returns exactly the
+keyword arguments of `BrokerEvent` (with `fill` as a dict of `Fill`'s arguments), so the applier
+builds one in a line.
 
-Kinds: `accepted`, `execution`, `cancelled`, `rejected`, `expired`. Pure: no Django.
+Kinds: `accepted`, `execution`, `cancelled`, `rejected`, `expired`; `commission` (a commission
+report that came after its execution was published: `fill` again, with the commission, applied by
+exec id) and `adopted` (an order found at IB that the OMS did not place: `details` describe it,
+and `order_id` is the id `adopted_order_id` gives it). Pure: no Django.
 """
 
 from __future__ import annotations
@@ -17,12 +21,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid5
 
 import orjson
 
-KINDS = frozenset({"accepted", "execution", "cancelled", "rejected", "expired"})
+KINDS = frozenset({"accepted", "execution", "cancelled", "rejected", "expired", "commission", "adopted"})
 SOURCE = "ib-gateway"
+ADOPTED_NAMESPACE = UUID("6f1d3c2a-5b7e-4c1a-9d3e-2a7b8c9d0e1f")
+
+
+def adopted_order_id(account_id: str, perm_id: int) -> str:
+    """The OMS id of an order adopted from IB: the same for the same (account, permId), always."""
+    return str(uuid5(ADOPTED_NAMESPACE, f"{account_id}:{perm_id}"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +59,7 @@ class WireEvent:
     fill: WireFill | None = None
     msg_id: str = ""
     order_index: int | None = None
+    details: dict[str, str] | None = None
 
 
 def _utc(moment: datetime) -> str:
@@ -65,6 +76,8 @@ def encode(event: WireEvent, *, now: datetime | None = None) -> dict[str, str]:
         "request": event.request,
         "fill": None,
     }
+    if event.details is not None:
+        data["details"] = event.details
     if event.fill is not None:
         fill = event.fill
         data["fill"] = {
@@ -92,7 +105,10 @@ def decode(fields: dict[str, str]) -> dict[str, Any]:
     """The keyword arguments of `BrokerEvent` for one entry (`fill` as `Fill`'s keyword arguments)."""
     data = orjson.loads(fields.get("data") or "{}")
     fill = data.get("fill")
-    return {
+    arguments: dict[str, Any] = {}
+    if data.get("details") is not None:
+        arguments["details"] = {str(key): str(value) for key, value in data["details"].items()}
+    return arguments | {
         "kind": fields["kind"],
         "account_id": UUID(fields["account_id"]),
         "order_id": UUID(fields["order_id"]),

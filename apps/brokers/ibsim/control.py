@@ -41,6 +41,7 @@ def _actions(sim: IBSimulator) -> dict[str, Callable[[dict[str, Any]], Any]]:
         "/delay-acks": lambda b: sim.delay_acks(float(b.get("seconds", 0))),
         "/duplicates": lambda b: sim.duplicate_status(bool(b.get("on", True))),
         "/commission-first": lambda b: sim.commission_before_execution(bool(b.get("on", True))),
+        "/commission-delay": lambda b: sim.delay_commissions(float(b.get("seconds", 0))),
         "/late-fills": lambda b: sim.late_fills(bool(b.get("on", True)), b.get("quantity")),
         "/rate-limit": lambda b: sim.rate_limit(bool(b.get("on", True)), int(b.get("per_second", 50))),
         "/auto-match": lambda b: sim.auto_match(bool(b.get("on", True))),

@@ -32,6 +32,7 @@ class Faults:
     ack_delay: float = 0.0
     duplicate_status: bool = False
     commission_first: bool = False
+    commission_delay: float = 0.0  # seconds (real time) between an execution and its commission report
     late_fill_on_cancel: bool = False
     late_fill_quantity: Decimal | None = None
     auto_match: bool = True
@@ -56,6 +57,7 @@ class RateLimiter:
         self.limit = limit
         self._times: deque[float] = deque()
         self._warned_at = -1.0
+        self.peak = 0  # the most messages seen in any one-second window
 
     @property
     def count(self) -> int:
@@ -70,6 +72,7 @@ class RateLimiter:
             times.popleft()
         times.append(now)
         count = len(times)
+        self.peak = max(self.peak, count)
         if count <= self.limit:
             return True, False, False
         warn = now - self._warned_at >= 1.0

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import lru_cache
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
@@ -62,8 +63,12 @@ class PlaceRequest:
     what_if: bool = False
 
 
+@lru_cache(maxsize=1024)
 def ib_time(at: datetime) -> str:
-    """IB's ``yyyymmdd hh:mm:ss <zone>`` format; ib_async needs an IANA zone name."""
+    """IB's ``yyyymmdd hh:mm:ss <zone>`` format; ib_async needs an IANA zone name.
+
+    Cached: every execution message carries its time, and bursts of fills share their second.
+    """
     return at.astimezone(UTC).strftime("%Y%m%d %H:%M:%S") + " UTC"
 
 

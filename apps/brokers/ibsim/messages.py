@@ -86,6 +86,11 @@ def _price(value: Decimal | None) -> Field:
     return value if value is not None else ""
 
 
+def _aux_price(order: SimOrder) -> Field:
+    # A trailing-percent TRAIL order has no trailing amount: IB leaves auxPrice empty for it.
+    return _price(order.aux_price if order.order_type != "TRAIL" or order.trailing_percent is None else None)
+
+
 def open_order(
     order: SimOrder,
     instrument: Instrument,
@@ -96,14 +101,13 @@ def open_order(
 ) -> bytes:
     """openOrder at version 178: no version field, no faProfile, the PEG fields at the end."""
     margins = margins or {}
-    aux = order.aux_price if order.order_type != "TRAIL" or order.trailing_percent is None else None
     fields: list[Field] = [OPEN_ORDER, order.order_id, *contract_fields(instrument, order.exchange)]
     fields += [
         order.action,
         order.quantity,
         order.order_type,
         _price(order.limit_price),
-        _price(aux),
+        _aux_price(order),
         order.tif,
         order.oca_group,
         order.account,
@@ -225,14 +229,13 @@ def open_order(
 
 def completed_order(order: SimOrder, instrument: Instrument, parent_perm_id: int, completed_time: str) -> bytes:
     """completedOrder: like openOrder but without orderId/clientId, and a different subset."""
-    aux = order.aux_price if order.order_type != "TRAIL" or order.trailing_percent is None else None
     fields: list[Field] = [COMPLETED_ORDER, *contract_fields(instrument, order.exchange)]
     fields += [
         order.action,
         order.quantity,
         order.order_type,
         _price(order.limit_price),
-        _price(aux),
+        _aux_price(order),
         order.tif,
         order.oca_group,
         order.account,
@@ -371,17 +374,7 @@ def portfolio_value(
         (
             PORTFOLIO_VALUE,
             8,
-            instrument.con_id,
-            instrument.symbol,
-            instrument.sec_type,
-            "",
-            0,
-            "",
-            "",
-            instrument.primary_exchange,
-            instrument.currency,
-            instrument.local_symbol,
-            instrument.trading_class,
+            *contract_fields(instrument, instrument.primary_exchange),
             pos.quantity,
             price,
             value.quantize(Decimal("0.01")),

@@ -13,6 +13,7 @@ account updates.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import replace as evolve
 from datetime import datetime, timedelta
@@ -476,7 +477,10 @@ class Broker:
                 notifier.commission(order, execution)
             notifier.execution(order, execution)
             notifier.order_changed(order)
-            if not self.faults.commission_first:
+            if self.faults.commission_delay > 0:
+                delayed = notifier.commission
+                asyncio.get_running_loop().call_later(self.faults.commission_delay, delayed, order, execution)
+            elif not self.faults.commission_first:
                 notifier.commission(order, execution)
             notifier.portfolio_changed(order.account, order.con_id)
         self._after_fill(order, fill.quantity)

@@ -154,6 +154,7 @@ class Session(asyncio.Protocol):
         faults = self.server.faults
         if faults.rate_limit:
             process, warn, disconnect = self.rate.admit()
+            self.server.peak_rate = max(self.server.peak_rate, self.rate.count)
             if warn:
                 text = (
                     f"Max rate of messages per second has been exceeded:max={self.rate.limit} rec={self.rate.count} (1)"
@@ -203,6 +204,7 @@ class GatewayServer:
         self.by_client: dict[int, Session] = {}
         self.protocol_errors: list[str] = []
         self.unknown_messages: list[int] = []
+        self.peak_rate = 0  # the most messages one client sent in any one-second window (rate limit on)
         self.strict = False
         self._server: asyncio.Server | None = None
         self._dirty_accounts: dict[str, set[int]] = {}

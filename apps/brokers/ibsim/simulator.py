@@ -315,6 +315,21 @@ class IBSimulator:
         """Send each commissionReport before its execDetails (ib_async then drops it)."""
         self.call(lambda: setattr(self.faults, "commission_first", enabled))
 
+    def delay_commissions(self, seconds: float) -> None:
+        """Send each commissionReport `seconds` (real time) after its execDetails (0: at once)."""
+        self.call(lambda: setattr(self.faults, "commission_delay", float(seconds)))
+
+    def peak_message_rate(self, reset: bool = False) -> int:
+        """The most messages one client sent within one second, counted while the rate limit is on."""
+
+        def read() -> int:
+            peak = self.server.peak_rate
+            if reset:
+                self.server.peak_rate = 0
+            return peak
+
+        return self.call(read)
+
     def late_fills(self, enabled: bool = True, quantity: Decimal | float | None = None) -> None:
         """Fill a working order (all of it, or `quantity`) when a cancel for it arrives."""
 

@@ -40,14 +40,16 @@ def sim() -> Iterator[IBSimulator]:
         yield simulator
 
 
-def make_ib_account(tenant: Any, sim: IBSimulator, *, client_id: int = CLIENT_ID, **extra: Any) -> BrokerAccount:
+def make_ib_account(
+    tenant: Any, sim: IBSimulator, *, client_id: int = CLIENT_ID, code: str = CODE, **extra: Any
+) -> BrokerAccount:
     instrument_upsert(data=InstrumentData("AAPL", "NASDAQ", "USD", "STK", Decimal("0.01"), con_id=265598), actor=SYSTEM)
     instrument_upsert(data=InstrumentData("MSFT", "NASDAQ", "USD", "STK", Decimal("0.01"), con_id=272093), actor=SYSTEM)
     account = broker_account_create(
         tenant=tenant,
         actor=SYSTEM,
         broker=Broker.IB,
-        account_code=CODE,
+        account_code=code,
         mode=AccountMode.PAPER,
         connection=Connection(sim.host, sim.port, client_id),
     )
@@ -59,26 +61,26 @@ def make_ib_account(tenant: Any, sim: IBSimulator, *, client_id: int = CLIENT_ID
 
 def fast_config(account: BrokerAccount, **overrides: Any) -> GatewayConfig:
     config = gateway_config(account)
-    return replace(
-        config,
-        heartbeat_seconds=0.3,
-        heartbeat_timeout=1.0,
-        request_timeout=5.0,
-        connect_timeout=3.0,
-        poll_seconds=0.1,
-        backoff_base=0.05,
-        backoff_cap=0.3,
-        commission_grace=0.3,
-        breaker_open_seconds=0.5,
-        **overrides,
-    )
+    fast: dict[str, Any] = {
+        "heartbeat_seconds": 0.3,
+        "heartbeat_timeout": 1.0,
+        "request_timeout": 5.0,
+        "connect_timeout": 3.0,
+        "poll_seconds": 0.1,
+        "backoff_base": 0.05,
+        "backoff_cap": 0.3,
+        "commission_grace": 0.3,
+        "breaker_open_seconds": 0.5,
+    }
+    return replace(config, **(fast | overrides))
 
 
 class GatewayThread:
     """The gateway service on its own event loop in a background thread."""
 
-    def __init__(self, config: GatewayConfig) -> None:
+    def __init__(self, config: GatewayConfig, others: tuple[GatewayConfig, ...] = ()) -> None:
         self.config = config
+        self.others = others
         self.gateway: Gateway | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.error: BaseException | None = None
@@ -88,7 +90,7 @@ class GatewayThread:
     def _main(self) -> None:
         async def main() -> None:
             self.loop = asyncio.get_running_loop()
-            self.gateway = Gateway(self.config)
+            self.gateway = Gateway(self.config, others=self.others)
             self._ready.set()
             await self.gateway.run()
 
@@ -121,8 +123,8 @@ class GatewayThread:
 def run_gateway() -> Iterator[Callable[..., GatewayThread]]:
     started: list[GatewayThread] = []
 
-    def start(config: GatewayConfig) -> GatewayThread:
-        thread = GatewayThread(config).start()
+    def start(config: GatewayConfig, others: tuple[GatewayConfig, ...] = ()) -> GatewayThread:
+        thread = GatewayThread(config, others).start()
         started.append(thread)
         return thread
 

@@ -15,6 +15,7 @@ from apps.brokers.ib.reconcile import (
     OurExecution,
     OurOrder,
     diff,
+    recorded,
 )
 
 AT = datetime(2025, 3, 10, 15, 0, tzinfo=UTC)
@@ -133,3 +134,71 @@ def test_wire_round_trip_gives_broker_event_arguments() -> None:
             "executed_at": AT,
         },
     }
+
+
+def test_foreign_orders_are_adopted_with_their_fills_under_a_stable_id() -> None:
+    account_id = str(uuid4())
+    manual = at_ib("", perm_id=900, client_id=0, details={"order_type": "LMT"})
+    other = at_ib("theirs-1", perm_id=901, client_id=9, status="Filled", open=False, details={"order_type": "MKT"})
+    plan = diff(
+        ours=[ours()],
+        booked=[],
+        ib_orders=[at_ib(), manual, other],
+        ib_executions=[execution("e9", 10, perm_id=901, ref="theirs-1")],
+        ib_positions={1: Decimal(10)},
+        account_id=account_id,
+    )
+    adoptions = plan.of(Action.ADOPT)
+    assert [(d.perm_id, d.order_id) for d in adoptions] == [
+        (900, wire.adopted_order_id(account_id, 900)),
+        (901, wire.adopted_order_id(account_id, 901)),
+    ]
+    assert adoptions[0].resolution.startswith("adopted: placed outside the OMS (TWS)")
+    assert "client id 9" in adoptions[1].resolution
+    (fill,) = plan.of(Action.PUBLISH_FILL)
+    assert (fill.order_id, fill.execution and fill.execution.exec_id) == (wire.adopted_order_id(account_id, 901), "e9")
+    # The adopted fill is counted in our position: no break.
+    assert not [d for d in plan.drifts if d.kind == DriftKind.POSITION_BREAK]
+    assert wire.adopted_order_id(account_id, 900) == wire.adopted_order_id(account_id, 900)
+
+
+def test_foreign_order_without_an_oms_equivalent_is_flagged_not_adopted() -> None:
+    strange = at_ib("", perm_id=902, client_id=0, details={"unmapped": "IB order type 'VWAP' has no OMS equivalent"})
+    plan = diff(ours=[], booked=[], ib_orders=[strange], ib_executions=[], ib_positions={}, account_id=str(uuid4()))
+    (drift,) = plan.drifts
+    assert (drift.kind, drift.action) == (DriftKind.UNKNOWN_ORDER_AT_IB, Action.FLAG)
+    assert "VWAP" in drift.resolution
+
+
+def test_a_run_records_the_missed_fills_of_an_order_as_one_drift() -> None:
+    plan = diff(
+        ours=[ours(), ours("c2", order_id="id-c2", perm_id=101)],
+        booked=[],
+        ib_orders=[at_ib(), at_ib("c2", perm_id=101)],
+        ib_executions=[execution(f"e{i}", 1) for i in range(30)] + [execution("x1", 2, perm_id=101, ref="c2")],
+        ib_positions={1: Decimal(32)},
+    )
+    assert len(plan.of(Action.PUBLISH_FILL)) == 31  # each one is published
+    rows = recorded(plan.drifts)
+    assert [(d.kind, d.order_id) for d in rows] == [
+        (DriftKind.MISSING_FILL, "id-c1"),
+        (DriftKind.MISSING_FILL, "id-c2"),
+    ]
+    grouped = rows[0]
+    assert grouped.resolution == "applied: the missed fill was published as a broker event (30 executions)"
+    assert (grouped.ib["executions"], grouped.ib["quantity"]) == ("30", "30")
+    assert grouped.ib["exec_ids"].startswith("e0,e1,") and grouped.ib["exec_ids"].endswith(",…")
+    assert rows[1] == plan.drifts[-1]  # a single fill stays as it was
+
+
+def test_a_late_commission_found_by_reconciliation_is_published_as_a_correction() -> None:
+    plan = diff(
+        ours=[ours()],
+        booked=[OurExecution("e1", 1, "BUY", Decimal(10), Decimal(0), "id-c1")],
+        ib_orders=[at_ib(status="Filled", filled=Decimal(10), open=False)],
+        ib_executions=[execution("e1", 10)],  # IB now reports its commission: 1
+        ib_positions={1: Decimal(10)},
+    )
+    (drift,) = plan.drifts
+    assert (drift.kind, drift.action, drift.order_id) == (DriftKind.LATE_COMMISSION, Action.PUBLISH_COMMISSION, "id-c1")
+    assert (drift.ours["commission"], drift.ib["commission"]) == ("0", "1")

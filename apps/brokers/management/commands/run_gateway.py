@@ -1,8 +1,10 @@
 """`manage.py run_gateway --account DU1000001 [--market-data AAPL,MSFT]`: the IB gateway process.
 
 The only process that talks to IB. It serves one IB broker account over the IB login its broker
-account row names (host, port, client id), holds a lock on that login and client id for its whole
-life (a second process for them refuses to start), and runs until SIGTERM or SIGINT.
+account row names (host, port, client id), or several (`--account DU1,DU2`: the accounts of one
+multi-account / advisor login, which must name the same host, port and client id) over that one
+connection; it holds a lock on that login and client id for its whole life (a second process for
+them refuses to start), and runs until SIGTERM or SIGINT.
 """
 
 from __future__ import annotations
@@ -48,14 +50,25 @@ class Command(BaseCommand):
     help = "Run the IB gateway for one broker account (the only component that talks to IB)."
 
     def add_arguments(self, parser: Any) -> None:
-        parser.add_argument("--account", required=True, help="IB account code, e.g. DU1000001")
+        parser.add_argument(
+            "--account", required=True, help="IB account code(s), e.g. DU1000001 or DU1000001,DU1000002 (one login)"
+        )
         parser.add_argument("--market-data", default="", help="symbols to stream quotes for, comma separated")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        code = options["account"]
-        accounts = list(BrokerAccount.objects.filter(broker=Broker.IB, account_code=code))
-        if len(accounts) != 1:
-            raise CommandError(f"expected one IB broker account {code}, found {len(accounts)}")
+        codes = [c.strip() for c in options["account"].split(",") if c.strip()]
+        accounts = []
+        for code in codes:
+            found = list(BrokerAccount.objects.filter(broker=Broker.IB, account_code=code))
+            if len(found) != 1:
+                raise CommandError(f"expected one IB broker account {code}, found {len(found)}")
+            accounts += found
+        if not accounts:
+            raise CommandError("--account names no IB account")
+        logins = {(a.host, a.port, a.client_id) for a in accounts}
+        if len(logins) != 1:
+            raise CommandError(f"accounts {', '.join(codes)} are on different IB logins; run one gateway per login")
+        code = ",".join(codes)
         symbols = [s.strip().upper() for s in options["market_data"].split(",") if s.strip()]
         instruments = Instrument.objects.filter(symbol__in=symbols, con_id__isnull=False)
         market_data = tuple((i.symbol, int(i.con_id)) for i in instruments if i.con_id is not None)
@@ -66,13 +79,14 @@ class Command(BaseCommand):
         except GatewayLocked as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(f"ib gateway for {code} on {config.login} client id {config.client_id}")
+        others = tuple(gateway_config(account) for account in accounts[1:])
         try:
-            asyncio.run(self._serve(config))
+            asyncio.run(self._serve(config, others))
         finally:
             lock.release()
 
-    async def _serve(self, config: GatewayConfig) -> None:
-        gateway = Gateway(config)
+    async def _serve(self, config: GatewayConfig, others: tuple[GatewayConfig, ...] = ()) -> None:
+        gateway = Gateway(config, others=others)
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, gateway.stop)
