@@ -27,6 +27,7 @@ from apps.common.context import current_trace_id
 from apps.common.errors import ERROR_CODES, DomainError
 from apps.compliance.api import router as compliance_router
 from apps.events.api import router as events_router
+from apps.marketdata.api import router as marketdata_router
 from apps.orders.api import executions_router
 from apps.orders.api import router as orders_router
 from apps.portfolio.api import pnl_router, positions_router
@@ -256,6 +257,7 @@ api.add_router("/positions", positions_router)
 api.add_router("/pnl", pnl_router)
 api.add_router("/risk", risk_router)
 api.add_router("/compliance", compliance_router)
+api.add_router("/marketdata", marketdata_router)
 api.add_router("", system_router)
 
 # /health/ready is 503 when an IB gateway's heartbeat is stale.

@@ -85,6 +85,7 @@ INSTALLED_APPS = [
     "apps.tenants",
     "apps.events",
     "apps.brokers",
+    "apps.marketdata",
     "apps.portfolio",
     "apps.compliance",
     "apps.risk",
@@ -97,11 +98,12 @@ MIDDLEWARE = [
     "oms.middleware.MetricsMiddleware",
     "oms.middleware.ApiErrorEnvelopeMiddleware",
     "django.middleware.security.SecurityMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
+    # Django's session, CSRF, user and messages middleware, skipped for /api/ (header auth only).
+    "oms.middleware.BrowserSessionMiddleware",
     "django.middleware.common.CommonMiddleware",
-    "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
+    "oms.middleware.BrowserCsrfViewMiddleware",
+    "oms.middleware.BrowserAuthenticationMiddleware",
+    "oms.middleware.BrowserMessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
@@ -339,9 +341,9 @@ HEALTH_GATEWAY_STALE_SECONDS = _positive(
 
 # --- risk and compliance -------------------------------------------------------------------------
 # Default limits, the de-risk playbook, calendars and breaker thresholds (YAML, validated at start-up).
-RISK_DEFAULTS_FILE = BASE_DIR / env.str("RISK_DEFAULTS_FILE", default="config/risk/defaults.yaml")  # absolute wins
-if not RISK_DEFAULTS_FILE.is_file():
-    raise ImproperlyConfigured(f"RISK_DEFAULTS_FILE {RISK_DEFAULTS_FILE} does not exist")
+RISK_RULES_FILE = BASE_DIR / env.str("RISK_RULES_FILE", default="config/risk_rules.yaml")  # absolute wins
+if not RISK_RULES_FILE.is_file():
+    raise ImproperlyConfigured(f"RISK_RULES_FILE {RISK_RULES_FILE} does not exist")
 
 # --- IB gateway (manage.py run_gateway) ---------------------------------------------------------
 # Heartbeat (reqCurrentTime) period and how long an answer may take before the socket counts as dead.
@@ -370,6 +372,13 @@ IB_GATEWAY_BREAKER_THRESHOLD = _positive(
 IB_GATEWAY_BREAKER_OPEN_SECONDS = _positive(
     "IB_GATEWAY_BREAKER_OPEN_SECONDS", env.int("IB_GATEWAY_BREAKER_OPEN_SECONDS", default=60)
 )
+
+# --- market data ---------------------------------------------------------------------------------
+# IB market data lines per IB login (one line per instrument, shared by every tenant): the budget
+# POST /marketdata/subscriptions enforces, and the most the gateway requests.
+MARKETDATA_LINES_PER_LOGIN = _positive("MARKETDATA_LINES_PER_LOGIN", env.int("MARKETDATA_LINES_PER_LOGIN", default=100))
+# Ticks kept on the ev.l1 stream (approximate trimming).
+MARKETDATA_L1_MAXLEN = _positive("MARKETDATA_L1_MAXLEN", env.int("MARKETDATA_L1_MAXLEN", default=100_000))
 
 # Django hands LOGGING to oms.logging.configure, which sets up structlog's JSON lines with the
 # request's trace id in every line.

@@ -23,6 +23,7 @@ from django.utils import timezone
 from apps.allocator.models import AllocatorJob
 from apps.brokers.models import BrokerAccount, Instrument, ReconciliationRun
 from apps.compliance.models import ComplianceRule, RestrictedEntry
+from apps.marketdata.models import MarketDataSubscription
 from apps.orders.models import Order
 from apps.portfolio.models import Position
 from apps.risk.models import CircuitBreaker, KillSwitch, RiskLimit, RiskOverride
@@ -193,6 +194,15 @@ def _restricted_entry(tenant: Tenant) -> str:
     )
 
 
+def _marketdata_subscription(tenant: Tenant) -> str:
+    instrument, _ = Instrument.objects.get_or_create(
+        symbol="SWEEP", exchange="NASDAQ", currency="USD", defaults={"asset_class": "STK", "tick_size": "0.01"}
+    )
+    return str(
+        MarketDataSubscription.objects.create(tenant=tenant, instrument=instrument, created_at=timezone.now()).id
+    )
+
+
 PATH_PARAM_FACTORIES: dict[str, Callable[[Tenant], str]] = {
     "account_id": _broker_account,
     "order_id": _order,
@@ -209,11 +219,13 @@ PATH_PARAM_FACTORIES: dict[str, Callable[[Tenant], str]] = {
     "breaker_id": _breaker,
     "rule_id": _compliance_rule,
     "entry_id": _restricted_entry,
+    "subscription_id": _marketdata_subscription,
 }
 
 BODIES: dict[tuple[str, str], Any] = {
     ("PATCH", "/tenants/current/members/{membership_id}"): {"role": "VIEWER"},
     ("POST", "/brokers/accounts/{account_id}/grants"): {"user_id": str(uuid.uuid4())},
+    ("POST", "/brokers/accounts/{account_id}/halt"): {"reason": "sweep"},
     ("PATCH", "/orders/{order_id}"): {"quantity": "2"},
 }
 HEADERS: dict[tuple[str, str], dict[str, str]] = {

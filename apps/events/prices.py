@@ -2,9 +2,16 @@
 
 Whoever has market data writes it (the IB gateway from its ticks, the paper broker from its
 price path); positions read it for market value and unrealised P&L, and the paper broker fills
-against it when a real feed wrote it. Fields: `bid`, `ask`, `last`, `bid_size`, `ask_size` as
-decimal strings, `at` (RFC 3339 UTC) and `source` (`ib`, `paper`, …). It is a cache: a reader
-that finds no hash, or no Redis, simply has no price.
+against it when a real feed wrote it. Fields: `bid`, `ask`, `last`, `bid_size`, `ask_size`,
+`last_size` as decimal strings, `at` (RFC 3339 UTC) and `source` (`ib`, `paper`, …). It is a
+cache: a reader that finds no hash, or no Redis, simply has no price.
+
+The IB market data feed's keys live here too, because the two sides that share them sit on either
+side of the app layers (the `marketdata` app publishes what tenants want, the gateway in `brokers`
+holds the lines): `md:wanted` (instrument id → JSON `{"symbol","con_id","exchange","currency",
+"since"}`, the union of every tenant's subscriptions, plus the field `*` once published),
+`md:lines` (instrument id → JSON state of its line at IB: `ACTIVE`, or `REFUSED` with the reason),
+the `md.control` stream (one entry per change of `md:wanted`) and `ev.l1` (every tick).
 """
 
 from __future__ import annotations
@@ -18,6 +25,13 @@ from typing import Any
 import redis
 
 PREFIX = "md:last:"
+FEED_WANTED = "md:wanted"
+FEED_SENTINEL = "*"  # the field `md:wanted` always has once published: empty means "unknown"
+FEED_LINES = "md:lines"
+FEED_CONTROL = "md.control"
+L1_STREAM = "ev.l1"
+LINE_ACTIVE = "ACTIVE"
+LINE_REFUSED = "REFUSED"
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +45,7 @@ class LastPrice:
     ask_size: Decimal | None
     at: datetime | None
     source: str
+    last_size: Decimal | None = None
 
 
 def last_price_key(instrument_id: Any) -> str:
@@ -70,6 +85,7 @@ def _parse(raw: Mapping[Any, Any]) -> LastPrice | None:
         ask_size=_decimal(fields.get("ask_size")),
         at=at,
         source=source.decode() if isinstance(source, bytes) else str(source),
+        last_size=_decimal(fields.get("last_size")),
     )
 
 
@@ -101,6 +117,7 @@ def last_price_set(*, client: redis.Redis | Any, instrument_id: Any, price: Last
         "ask": "" if price.ask is None else str(price.ask),
         "bid_size": "" if price.bid_size is None else str(price.bid_size),
         "ask_size": "" if price.ask_size is None else str(price.ask_size),
+        "last_size": "" if price.last_size is None else str(price.last_size),
         "at": (price.at or datetime.now(UTC)).astimezone(UTC).isoformat().replace("+00:00", "Z"),
         "source": price.source,
     }
