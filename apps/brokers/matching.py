@@ -302,6 +302,37 @@ class OrderBook:
         book = evolve(self, orders=(*self.orders, order), next_sequence=self.next_sequence + 1)
         return book._match_one(spec.key, now=now, session_open=session_open, arriving=True, halted=halted)
 
+    def resume(
+        self,
+        spec: OrderSpec,
+        *,
+        filled: Decimal = ZERO,
+        notional: Decimal = ZERO,
+        triggered: bool = False,
+        trail_stop: Decimal | None = None,
+    ) -> OrderBook:
+        """Put back an order that was working before a restart, with what it had already filled.
+
+        No events and no matching now: the order rests (a limit crossed later fills at its own
+        price) and trades on the next quote. A stop keeps its trigger (one that had filled had
+        triggered) and a trailing stop its level (else it starts from the current price). An order
+        with nothing left, an ill-formed one or a key already in the book leaves the book unchanged.
+        """
+        if spec.problem() is not None or self.get(spec.key) is not None or filled >= spec.quantity:
+            return self
+        order = WorkingOrder(
+            spec=spec,
+            sequence=self.next_sequence,
+            filled=filled,
+            notional=notional,
+            triggered=spec.order_type in STOP_TYPES and (triggered or filled > ZERO),
+            trail_stop=trail_stop if spec.order_type is OrderType.TRAIL else None,
+            rested=self.quote is not None,
+        )
+        if spec.order_type is OrderType.TRAIL and order.trail_stop is None and self.quote is not None:
+            order = evolve(order, trail_stop=_initial_trail_stop(spec, self.quote.last))
+        return evolve(self, orders=(*self.orders, order), next_sequence=self.next_sequence + 1)
+
     def replace(self, spec: OrderSpec, *, now: datetime, session_open: bool = True, halted: bool = False) -> Step:
         """Modify a working order in place (same key): new quantity, prices or time in force."""
         current = self.get(spec.key)

@@ -221,3 +221,24 @@ def test_commission_does_not_depend_on_how_an_order_is_split(parts: list[int], p
         quantity += part
         notional += part * price
     assert total == schedule.order_total(quantity, notional)
+
+
+def test_resume_puts_back_a_partly_filled_order_that_trades_on_the_next_quote() -> None:
+    limit = spec(qty="50", kind=OrderType.LIMIT, limit_price=D("99.50"))
+    book = book_at().resume(limit, filled=D(20), notional=D(1990))
+    assert (book.get("1").remaining, book.get("1").rested) == (D(30), True)
+    assert book.resume(limit) is book  # already working: unchanged
+    assert book_at().resume(limit, filled=D(50), notional=D(4975)).orders == ()  # nothing left
+    [fill] = fills(book.update(quote("99.30", "99.40"), now=NOW).events)
+    assert (fill.quantity, fill.price, fill.filled, fill.average_price) == (D(30), D("99.50"), D(50), D("99.50"))
+    # A stop that had filled had triggered: it does not wait for its stop price again.
+    stop = spec(key="2", side=Side.SELL, qty="10", kind=OrderType.STOP, stop_price=D(90))
+    [again] = fills(book_at().resume(stop, filled=D(4), notional=D(400)).update(quote("99", "99.02"), now=NOW).events)
+    assert (again.quantity, again.price) == (D(6), D(99))
+    # A trailing stop keeps its level and a stop its trigger when they are given back.
+    trail = spec(key="3", side=Side.SELL, kind=OrderType.TRAIL, trailing_amount=D(1))
+    assert book_at().resume(trail, trail_stop=D("99.80")).get("3").trail_stop == D("99.80")
+    assert book_at().resume(trail).get("3").trail_stop == D(99)  # else from the current price
+    stop_limit = spec(key="4", side=Side.SELL, kind=OrderType.STOP_LIMIT, stop_price=D(90), limit_price=D(89))
+    assert book_at().resume(stop_limit, triggered=True).get("4").triggered
+    assert not book_at().resume(stop_limit).get("4").triggered

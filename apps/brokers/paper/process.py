@@ -1,9 +1,18 @@
 """The paper broker's loop: commands in (verified, deduplicated), broker events out, prices stepped.
 
 One process serves every `PAPER` account (their books share liquidity, as one market would). It
-reads the accounts' command streams in the consumer group `paper-broker`, acts on each command,
-publishes the resulting broker events on `ib:events` and only then acknowledges the command: a
-crash in between redelivers it, and the per-order dedupe key makes the redelivery harmless.
+reads the accounts' command streams in the consumer group `paper-broker`, acts on the commands of
+a read, and publishes the resulting broker events on `ib:events` and acknowledges the commands in
+one MULTI/EXEC: a crash before it redelivers them, and the per-order dedupe key makes the
+redelivery harmless.
+
+Working orders survive a restart: every order an event touches is written to the Redis hash
+`paper:working` (or removed from it once done) in the same MULTI/EXEC transaction as the events
+and the submission's dedupe key, so what was kept and what the OMS was told never disagree. On
+start the process takes those orders back (with what they had filled and how many executions
+they had, so exec ids `<order id>.<n>` go on from the last one: nothing fills twice) before it
+reads a command. Stops keep their trigger and trailing stops their level: the venue reports those
+changes (`PaperVenue.changed`), which have no broker event, and they are kept the same way.
 
 Prices: an instrument whose last-price cache entry was written by a real feed in the last minute
 trades against that quote; otherwise the paper broker walks its own seeded path from the last
@@ -15,6 +24,7 @@ time on weekdays.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -42,6 +52,7 @@ log = structlog.get_logger("oms.paper")
 GROUP = "paper-broker"
 SOURCE = "paper"
 SEEN_TTL_SECONDS = 7 * 24 * 3600
+WORKING = "paper:working"  # hash: order id -> JSON of `PaperVenue.working`
 FEED_FRESH = timedelta(seconds=60)
 NEW_YORK = ZoneInfo("America/New_York")
 CLOSE_HOUR = 16
@@ -71,6 +82,8 @@ class PaperBroker:
     catalogue: Catalogue = field(default_factory=Catalogue)
     reader: MultiStreamConsumer = field(init=False)
     last_close: date | None = None
+    restored: bool = False
+    _seen: list[str] = field(default_factory=list)  # submissions taken, marked with their events
     _next_refresh: float = 0.0
     _next_tick: float = 0.0
 
@@ -87,6 +100,7 @@ class PaperBroker:
         """Forget the consumer groups (after a Redis error they may be gone with Redis's data)."""
         self.reader = MultiStreamConsumer(client=self.client, group=GROUP, consumer=self.consumer)
         self.accounts = {}
+        self._seen = []
         self._next_refresh = 0.0
 
     def run_once(self, *, block_ms: int | None = None) -> int:
@@ -95,12 +109,21 @@ class PaperBroker:
         if monotonic >= self._next_refresh:
             self._next_refresh = monotonic + self.refresh_seconds
             self.refresh_accounts()
+        if not self.restored:
+            self.publish(self.restore())
+            self.restored = True
         wait = block_ms if block_ms is not None else max(1, int((self._next_tick - monotonic) * 1000))
-        handled = 0
-        for stream, (entry_id, fields) in self.reader.read(count=100, block_ms=wait, now=monotonic):
-            self.publish(self.handle(stream, entry_id, fields))
-            self.reader.ack(stream, entry_id)
-            handled += 1
+        entries = self.reader.read(count=100, block_ms=wait, now=monotonic)
+        if entries:
+            # What a read returned is handled, then published and acknowledged in one MULTI/EXEC:
+            # a crash before it redelivers the lot (deduplicated), none after it can.
+            events: list[wire.WireEvent | dict[str, str]] = []
+            taken: dict[str, list[str]] = {}
+            for stream, (entry_id, fields) in entries:
+                events += self.handle(stream, entry_id, fields)
+                taken.setdefault(stream, []).append(entry_id)
+            self.publish(events, acks=taken)
+        handled = len(entries)
         if time.monotonic() >= self._next_tick:
             self._next_tick = time.monotonic() + self.tick_seconds
             self.publish(self.step_prices(datetime.now(UTC)))
@@ -157,11 +180,14 @@ class PaperBroker:
 
     def _submit(self, orders: list[PaperOrder], *, now: datetime) -> list[wire.WireEvent | dict[str, str]]:
         # The OMS resends a submission it is not sure arrived; a second one for an order is ignored.
-        fresh = [
-            order
-            for order in orders
-            if self.client.set(f"paper:order:{order.order_id}", 1, nx=True, ex=SEEN_TTL_SECONDS)
-        ]
+        # The mark is written with the submission's events (`publish`), so a crash before them forgets both.
+        pipe = self.client.pipeline(transaction=False)
+        for order in orders:
+            pipe.exists(f"paper:order:{order.order_id}")
+        known = pipe.execute()
+        taken = set(self._seen)  # taken earlier in the same read, not yet marked in Redis
+        fresh = [order for order, seen in zip(orders, known, strict=True) if not seen and order.order_id not in taken]
+        self._seen += [order.order_id for order in fresh]
         events: list[wire.WireEvent | dict[str, str]] = []
         for order in fresh:
             if self.venue.quote(order.listing.key) is None:
@@ -208,6 +234,41 @@ class PaperBroker:
         self.listings[listing.key] = listing
         self.currencies[listing.key] = instrument.currency
         return listing
+
+    # -- restart ---------------------------------------------------------------------------------
+
+    def restore(self, *, now: datetime | None = None) -> list[wire.WireEvent | dict[str, str]]:
+        """Take back the working orders kept in `paper:working` by the previous process (see the module docstring)."""
+        now = now or datetime.now(UTC)
+        kept: list[tuple[PaperOrder, dict[str, Any]]] = []
+        for raw in self.client.hvals(WORKING):
+            row: dict[str, Any] = {}
+            try:
+                row = orjson.loads(raw)
+                payload = {"msg_id": row.get("msg_id") or ""}
+                order = self._paper_order(row, str(row["tenant_id"]), str(row["account_id"]), payload)
+            except (Instrument.DoesNotExist, orjson.JSONDecodeError, LookupError, ValueError, TypeError) as exc:
+                log.warning("paper.restore_skipped", order_id=row.get("order_id"), error=repr(exc))
+                continue
+            kept.append((order, row))
+        events: list[wire.WireEvent | dict[str, str]] = []
+        for listing in {order.listing.key: order.listing for order, _ in kept}.values():
+            if self.venue.quote(listing.key) is None:
+                events += self.venue.set_quote(listing.key, self._quote(listing, now=now), now=now)
+        ids = {order.order_id for order, _ in kept}
+        for order, row in sorted(kept, key=lambda pair: int(pair[1].get("sequence", -1))):
+            self.venue.restore(
+                order,
+                filled=Decimal(str(row.get("filled", "0"))),
+                notional=Decimal(str(row.get("notional", "0"))),
+                executions=int(row.get("executions", 0)),
+                parent_working=row.get("waits_for") in ids,
+                triggered=bool(row.get("triggered")),
+                trail_stop=Decimal(str(row["trail_stop"])) if row.get("trail_stop") else None,
+            )
+        if kept:
+            log.info("paper.restored", orders=len(kept))
+        return events
 
     # -- prices ----------------------------------------------------------------------------------
 
@@ -275,11 +336,33 @@ class PaperBroker:
             "data": orjson.dumps({"reason": reason, "command_entry": entry_id}).decode(),
         }
 
-    def publish(self, events: list[wire.WireEvent | dict[str, str]]) -> None:
-        if not events:
+    def publish(
+        self, events: list[wire.WireEvent | dict[str, str]], *, acks: Mapping[str, list[str]] | None = None
+    ) -> None:
+        """Publish events with the submissions' dedupe marks and the kept state of the orders they
+        touch, and acknowledge the command entries (`acks`, by stream) they answer, at once."""
+        if not events and not self._seen and not self.venue.changed and not acks:
             return
-        pipe = self.client.pipeline(transaction=False)
+        pipe = self.client.pipeline(transaction=True)
+        for stream, entry_ids in (acks or {}).items():
+            pipe.xack(stream, GROUP, *entry_ids)
+        for order_id in self._seen:
+            pipe.set(f"paper:order:{order_id}", 1, ex=SEEN_TTL_SECONDS)
+        touched: dict[str, None] = {}
         for event in events:
-            fields = event if isinstance(event, dict) else {**wire.encode(event), "source": SOURCE}
+            if isinstance(event, dict):
+                fields = event
+            else:
+                fields = {**wire.encode(event), "source": SOURCE}
+                touched[event.order_id] = None
             pipe.xadd(BROKER_EVENTS, fields, maxlen=settings.EVENTS_STREAM_MAXLEN, approximate=True)  # type: ignore[arg-type]
+        touched.update(dict.fromkeys(self.venue.changed))
+        for order_id in touched:
+            kept = self.venue.working(order_id)
+            if kept is None:
+                pipe.hdel(WORKING, order_id)
+            else:
+                pipe.hset(WORKING, order_id, orjson.dumps(kept))
         pipe.execute()
+        self._seen = []
+        self.venue.changed.clear()

@@ -7,7 +7,8 @@ it: child orders of a bracket / OTO wait until their parent has filled, an order
 cancels the rest of its group when it fills, and commissions follow IB's per-share schedule.
 
 Orders are keyed by our order id; a second submission of a known id is ignored (the OMS resends
-commands it is not sure were delivered).
+commands it is not sure were delivered). `working` says what to keep of an order across a restart
+of the process and `restore` takes it back (the process keeps them in Redis).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from decimal import Decimal
 
 from apps.brokers.ib.wire import WireEvent, WireFill
 from apps.brokers.matching import (
+    STOP_TYPES,
     CommissionSchedule,
     Done,
     DoneReason,
@@ -44,6 +46,7 @@ ORDER_TYPES = {
     "LOC": MatchingType.LIMIT_ON_CLOSE,
 }
 EXPIRED = frozenset({DoneReason.DAY_EXPIRED, DoneReason.GTD_EXPIRED})
+COMMAND_TYPES = {engine: command for command, engine in ORDER_TYPES.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +88,27 @@ def order_spec(item: dict[str, object]) -> OrderSpec:
     )
 
 
+def command_item(spec: OrderSpec) -> dict[str, object]:
+    """The command fields of a spec (the inverse of `order_spec`), to keep an order across a restart."""
+
+    def text(value: Decimal | None) -> str | None:
+        return None if value is None else str(value)
+
+    return {
+        "order_id": spec.key,
+        "side": spec.side.value,
+        "quantity": str(spec.quantity),
+        "order_type": COMMAND_TYPES[spec.order_type],
+        "limit_price": text(spec.limit_price),
+        "stop_price": text(spec.stop_price),
+        "trail_amount": text(spec.trailing_amount),
+        "trail_percent": text(spec.trailing_percent),
+        "time_in_force": spec.tif.value,
+        "good_till": spec.good_till.isoformat() if spec.good_till else None,
+        "outside_rth": spec.outside_rth,
+    }
+
+
 @dataclass
 class PaperVenue:
     """Every working order of the paper broker, across accounts (they share each book's liquidity)."""
@@ -94,6 +118,7 @@ class PaperVenue:
     orders: dict[str, PaperOrder] = field(default_factory=dict)
     held: dict[str, list[str]] = field(default_factory=dict)  # parent id -> children waiting for its fill
     fill_counts: dict[str, int] = field(default_factory=dict)
+    changed: set[str] = field(default_factory=set)  # orders whose stop triggered or trailed (no broker event)
     remember: int = 50_000  # finished orders kept (to answer a late cancel or modify precisely)
 
     # -- queries ---------------------------------------------------------------------------------
@@ -107,6 +132,37 @@ class PaperVenue:
 
     def knows(self, order_id: str) -> bool:
         return order_id in self.orders
+
+    def working(self, order_id: str) -> dict[str, object] | None:
+        """What to keep of an order to take it back after a restart (`restore`), or None when it is done.
+
+        The command fields, the routing fields, what it has filled and how many executions it had,
+        and the parent it waits for (a held leg).
+        """
+        order = self.orders.get(order_id)
+        if order is None:
+            return None
+        parent = next((parent for parent, children in self.held.items() if order_id in children), None)
+        working = self.books.get(order.listing.key, OrderBook()).get(order_id)
+        if parent is None and working is None:
+            return None
+        return {
+            **command_item(order.spec),
+            "tenant_id": order.tenant_id,
+            "account_id": order.account_id,
+            "instrument_id": order.listing.key,
+            "parent_id": order.parent_id,
+            "oca_group": order.oca_group,
+            "msg_id": order.msg_id,
+            "order_index": order.order_index,
+            "filled": str(working.filled) if working else "0",
+            "notional": str(working.notional) if working else "0",
+            "executions": self.fill_counts.get(order_id, 0),
+            "triggered": working.triggered if working else False,
+            "trail_stop": str(working.trail_stop) if working and working.trail_stop is not None else None,
+            "sequence": working.sequence if working else -1,
+            "waits_for": parent,
+        }
 
     # -- commands --------------------------------------------------------------------------------
 
@@ -131,6 +187,36 @@ class PaperVenue:
             events += self._to_book(order, now=now)
         self._forget_finished()
         return events
+
+    def restore(
+        self,
+        order: PaperOrder,
+        *,
+        filled: Decimal = Decimal(0),
+        notional: Decimal = Decimal(0),
+        executions: int = 0,
+        parent_working: bool = False,
+        triggered: bool = False,
+        trail_stop: Decimal | None = None,
+    ) -> None:
+        """Take back an order that was working before a restart (the OMS knows it: no events).
+
+        `filled`/`notional` are what it had traded and `executions` how many fills it had, so the
+        next fill's exec id (``<order id>.<n>``) follows the last one and a fill reported twice
+        keeps its id. A leg whose parent is still working waits for it again; set the books'
+        quotes first so that trailing stops start from the current price.
+        """
+        if order.order_id in self.orders:
+            return
+        self.orders[order.order_id] = order
+        self.fill_counts[order.order_id] = executions
+        if parent_working and order.parent_id:
+            self.held.setdefault(order.parent_id, []).append(order.order_id)
+            return
+        book = self.books.get(order.listing.key, OrderBook())
+        self.books[order.listing.key] = book.resume(
+            order.spec, filled=filled, notional=notional, triggered=triggered, trail_stop=trail_stop
+        )
 
     def cancel(self, order_id: str, *, now: datetime) -> list[WireEvent]:
         order = self.orders.get(order_id)
@@ -171,7 +257,13 @@ class PaperVenue:
     def set_quote(self, key: str, quote: Quote, *, now: datetime) -> list[WireEvent]:
         """Take a new quote for one instrument: stops trigger, resting orders fill."""
         book = self.books.get(key, OrderBook())
-        return self._apply(key, book.update(quote, now=now), now=now)
+        stops = {o.spec.key: (o.triggered, o.trail_stop) for o in book.orders if o.spec.order_type in STOP_TYPES}
+        events = self._apply(key, book.update(quote, now=now), now=now)
+        if stops:
+            for order in self.books[key].orders:
+                if order.spec.key in stops and stops[order.spec.key] != (order.triggered, order.trail_stop):
+                    self.changed.add(order.spec.key)
+        return events
 
     def close_auction(self, key: str, close_price: Decimal, *, now: datetime) -> list[WireEvent]:
         """The closing auction of one instrument: MOC / LOC fill, DAY orders expire."""

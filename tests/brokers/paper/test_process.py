@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import orjson
 
-from apps.brokers.paper.process import PaperBroker
+from apps.brokers.paper.process import WORKING, PaperBroker
 from apps.events.commands import command_stream, envelope_sign
-from apps.events.prices import last_prices
+from apps.events.prices import LastPrice, last_price_set, last_prices
 from apps.events.streams import BROKER_EVENTS, StreamConsumer
 from apps.orders.management.commands.run_applier import GROUP, apply_entries
 from apps.orders.models import Execution, Order
@@ -104,3 +105,47 @@ def test_duplicate_submission_is_filled_once(
     pump(broker, consumer, turns=3)
     assert Execution.objects.filter(order_id=order_id).count() == 1
     assert Position.objects.get(account=account).quantity == Decimal(100)
+
+
+def feed_quote(redis_client, instrument, price: str) -> None:
+    """A real feed's quote in the last-price cache: the paper broker trades against it."""
+    value = Decimal(price)
+    quote = LastPrice(value, value, value, Decimal(1000), Decimal(1000), datetime.now(UTC), "ib")
+    last_price_set(client=redis_client, instrument_id=instrument.id, price=quote)
+
+
+def test_working_orders_survive_a_restart_and_fill_once(
+    manager, account, instruments, redis_client, django_capture_on_commit_callbacks
+):
+    consumer = applier(redis_client)
+    feed_quote(redis_client, instruments["AAPL"], "190.00")
+    first = PaperBroker(client=redis_client)
+    order_id = place(manager, account, django_capture_on_commit_callbacks, limit_price="187.50", quantity="1500")
+    pump(first, consumer)
+    # Part of it trades (the quote shows 1,000 shares), the rest rests.
+    feed_quote(redis_client, instruments["AAPL"], "187.00")
+    first.publish(first.step_prices(datetime.now(UTC)))
+    apply_entries(consumer, consumer.read(block_ms=None))
+    assert Order.objects.get(id=order_id).filled_quantity == Decimal(1000)
+    feed_quote(redis_client, instruments["AAPL"], "190.00")
+    del first  # the process dies: its memory is gone
+
+    second = PaperBroker(client=redis_client)
+    pump(second, consumer)  # takes the order back; 190 does not cross
+    assert Order.objects.get(id=order_id).state == "PARTIALLY_FILLED"
+    feed_quote(redis_client, instruments["AAPL"], "187.00")
+    second.publish(second.step_prices(datetime.now(UTC)))
+    apply_entries(consumer, consumer.read(block_ms=None))
+    pump(second, consumer)
+    order = Order.objects.get(id=order_id)
+    assert (order.state, order.filled_quantity) == ("FILLED", Decimal(1500))
+    executions = Execution.objects.filter(order_id=order_id).order_by("executed_at")
+    assert [(e.broker_exec_id, e.quantity, e.price) for e in executions] == [
+        (f"{order_id}.1", Decimal(1000), Decimal("187.50")),
+        (f"{order_id}.2", Decimal(500), Decimal("187.50")),
+    ]
+    assert sum(e.commission for e in executions) == Decimal("5.25")  # 1,500 x 0.0035: one order's schedule
+    assert redis_client.hlen(WORKING) == 0
+    # A third process has nothing to take back.
+    third = PaperBroker(client=redis_client)
+    assert third.restore() == [] and not third.venue.orders

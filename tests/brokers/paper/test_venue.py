@@ -135,3 +135,40 @@ def test_walk_is_seeded_and_stays_on_the_tick_grid():
         assert quote_a.bid < quote_a.ask
         assert on_tick(quote_a.last, AAPL.tick_size) == quote_a.last
     assert quote_around(AAPL, D("0.001"), 2, D(1)).bid == D("0.01")
+
+
+def test_working_orders_are_kept_and_restored_with_their_fills_and_held_legs():
+    venue = venue_at(size="60")
+    parent = order("p", quantity="100", order_type="LMT", limit_price="190.05")
+    child = order("c", side="SELL", quantity="100", order_type="LMT", limit_price="200", parent_id="p")
+    venue.submit([parent, child], now=NOW)  # 60 of the parent fill at once
+    kept = {order_id: venue.working(order_id) for order_id in ("p", "c")}
+    assert (kept["p"]["filled"], kept["p"]["executions"], kept["c"]["waits_for"]) == ("60", 1, "p")
+    assert order_spec(kept["p"]) == parent.spec
+
+    restored = venue_at(size="60")
+    restored.restore(parent, filled=D(60), notional=D("11403.00"), executions=1)
+    restored.restore(child, parent_working=True)
+    events = restored.set_quote(AAPL.key, Quote(D("189.98"), D("190.00"), D(190), D(60), D(60)), now=NOW)
+    assert [(e.kind, e.order_id, e.fill.exec_id if e.fill else "") for e in events] == [("execution", "p", "p.2")]
+    assert events[0].fill.quantity == D(40)
+    assert restored.working("p") is None and restored.working("c")["waits_for"] is None  # the leg now works
+
+
+def test_a_trailing_stop_keeps_its_level_across_a_restart():
+    venue = venue_at()  # last 190
+    trail = order("t", side="SELL", order_type="TRAIL", trail_amount="1.00")
+    venue.submit([trail], now=NOW)  # stop at 189
+    venue.changed.clear()
+    venue.set_quote(AAPL.key, Quote(D("194.99"), D("195.01"), D(195), D(10000), D(10000)), now=NOW)
+    assert venue.changed == {"t"}  # ratcheted to 194 without a broker event: to be kept
+    kept = venue.working("t")
+    assert (D(kept["trail_stop"]), kept["triggered"]) == (D(194), False)
+
+    restored = PaperVenue()
+    at_193 = Quote(D("193.49"), D("193.51"), D("193.50"), D(10000), D(10000))
+    restored.set_quote(AAPL.key, at_193, now=NOW)
+    restored.restore(trail, trail_stop=D(kept["trail_stop"]))
+    # From 193.50 a fresh trail would stop at 192.50; the kept level of 194 is already crossed.
+    events = restored.set_quote(AAPL.key, at_193, now=NOW)
+    assert [(e.kind, e.fill.price) for e in events] == [("execution", D("193.49"))]
