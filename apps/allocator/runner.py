@@ -32,10 +32,9 @@ from apps.allocator.models import AllocatorJob
 from apps.allocator.optimizer import Canceled, optimize
 from apps.allocator.report import build_report
 from apps.allocator.selectors import default_assumptions
-from apps.allocator.services import move
+from apps.allocator.services import job_transition
 from apps.allocator.state import JobState
 from apps.allocator.storage import report_storage
-from apps.audit.services import audit_record
 from apps.common.context import Actor
 
 log = structlog.get_logger(__name__)
@@ -124,27 +123,18 @@ def _claim(*, job_id: UUID, body: dict[str, Any]) -> Claim | None:
         return None
     request = parse_request(job.payload)
     assumptions = apply_overrides(default_assumptions(), job.assumptions)
-    before = job.snapshot()
     now = timezone.now()
-    fields = move(
+    job_transition(
         job,
         JobState.RUNNING,
+        actor=WORKER,
+        action="allocator_job.started",
         attempts=job.attempts + 1,
         started_at=now,
         deadline=now + timedelta(seconds=settings.ALLOCATOR_JOB_TIMEOUT_SECONDS + DEADLINE_GRACE_SECONDS),
         progress=0.0,
         stage="starting",
         error="",
-    )
-    job.save(update_fields=fields)
-    audit_record(
-        tenant_id=job.tenant_id,
-        actor=WORKER,
-        action="allocator_job.started",
-        resource_type="allocator_job",
-        resource_id=job.id,
-        before=before,
-        after=job.snapshot(),
     )
     return Claim(job=job, attempt=job.attempts, request=request, assumptions=assumptions)
 
@@ -185,26 +175,17 @@ def _finish(claim: Claim, *, summary: dict[str, Any], report_name: str) -> str:
         # Canceled in the last moments (or reaped): the work is discarded, the file too.
         transaction.on_commit(lambda: report_storage.delete(report_name))
         return "discarded"
-    before = job.snapshot()
-    fields = move(
+    job_transition(
         job,
         JobState.SUCCEEDED,
+        actor=WORKER,
+        action="allocator_job.succeeded",
         summary=summary,
         report=report_name,
         progress=100.0,
         stage="done",
         finished_at=timezone.now(),
         deadline=None,
-    )
-    job.save(update_fields=fields)
-    audit_record(
-        tenant_id=job.tenant_id,
-        actor=WORKER,
-        action="allocator_job.succeeded",
-        resource_type="allocator_job",
-        resource_id=job.id,
-        before=before,
-        after=job.snapshot(),
     )
     log.info("allocator.job_succeeded", job_id=str(job.id))
     return "succeeded"
@@ -215,17 +196,15 @@ def _fail(claim: Claim, message: str) -> str:
     job = AllocatorJob.objects.select_for_update().get(id=claim.job.id)
     if job.state != JobState.RUNNING or job.attempts != claim.attempt:
         return "discarded"
-    before = job.snapshot()
-    fields = move(job, JobState.FAILED, error=message, stage="failed", finished_at=timezone.now(), deadline=None)
-    job.save(update_fields=fields)
-    audit_record(
-        tenant_id=job.tenant_id,
+    job_transition(
+        job,
+        JobState.FAILED,
         actor=WORKER,
         action="allocator_job.failed",
-        resource_type="allocator_job",
-        resource_id=job.id,
-        before=before,
-        after=job.snapshot(),
+        error=message,
+        stage="failed",
+        finished_at=timezone.now(),
+        deadline=None,
     )
     log.warning("allocator.job_failed", job_id=str(job.id), error=message)
     return "failed"

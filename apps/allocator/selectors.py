@@ -11,6 +11,7 @@ from apps.allocator.assumptions import Assumptions, apply_overrides, load_assump
 from apps.allocator.models import AllocatorAssumptionOverride, AllocatorJob
 from apps.allocator.state import JobState
 from apps.common.errors import NotFound, StateConflict
+from apps.common.queries import one_or_not_found
 from apps.tenants.models import Tenant
 
 
@@ -21,18 +22,14 @@ def allocator_job_list(*, tenant: Tenant, state: JobState | None = None) -> Quer
 
 
 def allocator_job_get(*, tenant: Tenant, job_id: UUID) -> AllocatorJob:
-    try:
-        return allocator_job_list(tenant=tenant).get(id=job_id)
-    except AllocatorJob.DoesNotExist as exc:
-        raise NotFound(f"Allocator job {job_id} not found") from exc
+    return one_or_not_found(allocator_job_list(tenant=tenant), f"Allocator job {job_id} not found", id=job_id)
 
 
 def allocator_job_get_for_update(*, tenant: Tenant, job_id: UUID) -> AllocatorJob:
     """The job, row-locked until the caller's transaction ends (call inside one)."""
-    try:
-        return allocator_job_list(tenant=tenant).select_for_update().get(id=job_id)
-    except AllocatorJob.DoesNotExist as exc:
-        raise NotFound(f"Allocator job {job_id} not found") from exc
+    return one_or_not_found(
+        allocator_job_list(tenant=tenant).select_for_update(), f"Allocator job {job_id} not found", id=job_id
+    )
 
 
 def allocator_job_with_report(*, tenant: Tenant, job_id: UUID) -> AllocatorJob:

@@ -71,6 +71,21 @@ def move(job: AllocatorJob, to: JobState, **fields: Any) -> list[str]:
     return ["state", *fields, "updated_at"]
 
 
+def job_transition(job: AllocatorJob, to: JobState, *, actor: Actor, action: str, **fields: Any) -> None:
+    """Move `job` to `to` with `fields`, save it and audit the change, in the caller's transaction."""
+    before = job.snapshot()
+    job.save(update_fields=move(job, to, **fields))
+    audit_record(
+        tenant_id=job.tenant_id,
+        actor=actor,
+        action=action,
+        resource_type="allocator_job",
+        resource_id=job.id,
+        before=before,
+        after=job.snapshot(),
+    )
+
+
 def _live_job(*, tenant: Tenant, key: str) -> AllocatorJob | None:
     return AllocatorJob.objects.filter(tenant=tenant, idempotency_key=key).exclude(state__in=_RETRYABLE_STATES).first()
 
@@ -123,18 +138,15 @@ def allocator_job_cancel(*, tenant: Tenant, actor: Actor, job_id: UUID) -> Alloc
             f"Job {job_id} has already finished ({job.state}); only QUEUED or RUNNING jobs can be canceled",
             details={"state": job.state},
         )
-    before = job.snapshot()
     # The worker polls the row between chunks, sees CANCELED and stops without writing more.
-    fields = move(job, JobState.CANCELED, stage="canceled", finished_at=timezone.now(), deadline=None)
-    job.save(update_fields=fields)
-    audit_record(
-        tenant_id=tenant.id,
+    job_transition(
+        job,
+        JobState.CANCELED,
         actor=actor,
         action="allocator_job.canceled",
-        resource_type="allocator_job",
-        resource_id=job.id,
-        before=before,
-        after=job.snapshot(),
+        stage="canceled",
+        finished_at=timezone.now(),
+        deadline=None,
     )
     return job
 
@@ -214,32 +226,36 @@ def _reap_running(*, job_id: UUID, now: datetime) -> str:
     job = _locked(job_id, Q(state=JobState.RUNNING.value, deadline__lt=now))
     if job is None:  # it finished or was canceled since the scan
         return "skipped"
-    before = job.snapshot()
     if job.attempts < settings.ALLOCATOR_MAX_ATTEMPTS:
-        fields = move(job, JobState.QUEUED, stage="requeued", progress=0.0, deadline=None, started_at=None)
-        job.save(update_fields=fields)
-        action, outcome = "allocator_job.requeued", "requeued"
-        transaction.on_commit(partial(job_enqueue, job_envelope(job)))
-    else:
-        minutes = settings.ALLOCATOR_JOB_TIMEOUT_SECONDS // 60
-        error = (
-            f"The job stopped responding {job.attempts} times: the worker running it was lost or ran past the "
-            f"{minutes}-minute limit. Submit it again, perhaps with fewer simulations (n_sims) or a coarser "
-            "grid (grid_step); if it keeps failing, ask an operator to check the allocator workers."
+        job_transition(
+            job,
+            JobState.QUEUED,
+            actor=REAPER,
+            action="allocator_job.requeued",
+            stage="requeued",
+            progress=0.0,
+            deadline=None,
+            started_at=None,
         )
-        fields = move(job, JobState.FAILED, stage="failed", error=error, finished_at=now, deadline=None)
-        job.save(update_fields=fields)
-        action, outcome = "allocator_job.failed", "failed"
-    audit_record(
-        tenant_id=job.tenant_id,
-        actor=REAPER,
-        action=action,
-        resource_type="allocator_job",
-        resource_id=job.id,
-        before=before,
-        after=job.snapshot(),
+        transaction.on_commit(partial(job_enqueue, job_envelope(job)))
+        return "requeued"
+    minutes = settings.ALLOCATOR_JOB_TIMEOUT_SECONDS // 60
+    error = (
+        f"The job stopped responding {job.attempts} times: the worker running it was lost or ran past the "
+        f"{minutes}-minute limit. Submit it again, perhaps with fewer simulations (n_sims) or a coarser "
+        "grid (grid_step); if it keeps failing, ask an operator to check the allocator workers."
     )
-    return outcome
+    job_transition(
+        job,
+        JobState.FAILED,
+        actor=REAPER,
+        action="allocator_job.failed",
+        stage="failed",
+        error=error,
+        finished_at=now,
+        deadline=None,
+    )
+    return "failed"
 
 
 @transaction.atomic(durable=True)
@@ -247,21 +263,18 @@ def _reap_queued(*, job_id: UUID, queued_before: datetime) -> str:
     job = _locked(job_id, Q(state=JobState.QUEUED.value, updated_at__lt=queued_before))
     if job is None:
         return "skipped"
-    before = job.snapshot()
     minutes = settings.ALLOCATOR_QUEUE_TIMEOUT_SECONDS // 60
     error = (
         f"No allocator worker picked the job up within {minutes} minutes, so its queue message was probably lost. "
         "Submit it again; if this repeats, ask an operator to check that allocator workers are running."
     )
-    fields = move(job, JobState.FAILED, stage="failed", error=error, finished_at=timezone.now())
-    job.save(update_fields=fields)
-    audit_record(
-        tenant_id=job.tenant_id,
+    job_transition(
+        job,
+        JobState.FAILED,
         actor=REAPER,
         action="allocator_job.failed",
-        resource_type="allocator_job",
-        resource_id=job.id,
-        before=before,
-        after=job.snapshot(),
+        stage="failed",
+        error=error,
+        finished_at=timezone.now(),
     )
     return "failed"

@@ -21,6 +21,7 @@ from apps.common.errors import ValidationFailed
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
 T = TypeVar("T")
+Serializer = Callable[[T], dict[str, Any]]
 
 
 def encode_cursor(created_at: datetime, row_id: UUID) -> str:
@@ -65,6 +66,36 @@ def paginate(
     return rows[:limit], encode_cursor(getattr(last, time_field), last.id)
 
 
+def serialized_page(
+    queryset: QuerySet[Any],
+    *,
+    limit: int,
+    cursor: str | None,
+    serialize: Serializer[Any],
+    time_field: str = "created_at",
+) -> dict[str, Any]:
+    """The body of a `Page` response: one page of `queryset` (see `paginate`), each row serialised."""
+    rows, next_cursor = paginate(queryset, limit=limit, cursor=cursor, time_field=time_field)
+    return {"items": [serialize(row) for row in rows], "next": next_cursor}
+
+
+def keyset_sql(cursor: str | None, *, time_column: str, id_column: str) -> tuple[str, list[Any]]:
+    """The `AND …` condition (and its parameters) of the page after `cursor`, for hand-written SQL
+    ordered by `time_column DESC, id_column DESC` like `paginate`; empty for the first page."""
+    if not cursor:
+        return "", []
+    after_time, after_id = decode_cursor(cursor)
+    return f" AND ({time_column}, {id_column}) < (%s, %s)", [after_time, after_id]
+
+
+def page_of(rows: list[dict[str, Any]], *, limit: int, time_key: str = "created_at") -> tuple[list[Any], str | None]:
+    """`paginate`'s result from rows fetched by hand-written SQL with `LIMIT limit + 1`."""
+    if len(rows) <= limit:
+        return rows, None
+    last = rows[limit - 1]
+    return rows[:limit], encode_cursor(last[time_key], last["id"])
+
+
 def select_fields(items: Iterable[dict[str, Any]], fields: Sequence[str] | None) -> list[dict[str, Any]]:
     """Apply `?fields=a,b` (sparse fieldsets) to already-serialised items."""
     if not fields:
@@ -84,6 +115,3 @@ def parse_fields(raw: str | None, allowed: Iterable[str]) -> list[str] | None:
             "Unknown fields requested", fields={"fields": [f"unknown field {name!r}" for name in unknown]}
         )
     return names
-
-
-Serializer = Callable[[T], dict[str, Any]]

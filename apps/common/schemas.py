@@ -7,7 +7,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Generic, TypeVar
 
 from ninja import Schema
-from pydantic import AfterValidator, BeforeValidator, PlainSerializer, WithJsonSchema
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, PlainSerializer, WithJsonSchema
 
 
 def _parse_decimal(value: Any) -> Decimal:
@@ -62,3 +62,12 @@ class Page(Schema, Generic[ItemT]):
 
     items: list[ItemT]
     next: str | None
+
+
+class PageQuery(Schema):
+    """The query of a paginated list: `limit` and `cursor` (checked by `paginate`); unknown parameters are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    limit: int = 50
+    cursor: str | None = None
