@@ -390,10 +390,11 @@ def main() -> None:
         f"p99 {placed['locked_p99_ms']:.2f} ms"
     )
     print(f"  p99 of POST minus p99 of POST without its risk step: {placed['added_p99_ms']:.2f} ms")
-    target = TARGET_ADDED_P99_MS
-    for label, figure in (("pure gates", placed["pure_p99_ms"]), ("whole risk step", placed["risk_p99_ms"])):
-        verdict = "met" if figure < target else "NOT met"
-        print(f"  target: the gates add < {target:.0f} ms to p99 of POST; {label} p99 {figure:.2f} ms: {verdict}")
+    target, figure = TARGET_ADDED_P99_MS, placed["pure_p99_ms"]
+    verdict = "met" if figure < target else "NOT met"
+    print(f"  target: the gates (pure pipeline) add < {target:.0f} ms to POST p99; p99 {figure:.2f} ms: {verdict}")
+    # Not the gates' target, but what a large account costs around them (issue #5's budget).
+    print(f"  beyond the gates: whole risk step (reads, prices, gates, compliance) p99 {placed['risk_p99_ms']:.2f} ms")
     print(f"  clean-up: a kill switch cancelled {placed['cancelled']} bench orders and was released")
 
 
