@@ -58,8 +58,8 @@ migrations-check: install ## fail if a model change has no migration
 openapi: install ## export the OpenAPI document to openapi.json
 	$(PY) scripts/export_openapi.py --output openapi.json
 
-bench: install ## run the benchmarks in bench/ (they start what they need)
-	@for script in bench/*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
+bench: install ## run the benchmarks in bench/ (they start what they need) on a database and Redis db of their own
+	@$(PY) scripts/bench.py
 
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

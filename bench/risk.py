@@ -20,8 +20,8 @@ inside the placements, and on the whole risk step (which also reads the snapshot
 positions, the positions and their 500 cached prices dominate it). Also printed: the p99 of POST
 minus the p99 of POST without its risk step.
 
-The development database (DATABASE_URL) must be migrated; Redis (REDIS_URL) gets the bench
-instruments' last prices and the bench account's command stream.
+The database (DATABASE_URL) must be migrated; Redis (REDIS_URL) gets the bench instruments' last
+prices and the bench account's command stream. `make bench` gives both of its own.
 """
 
 from __future__ import annotations
