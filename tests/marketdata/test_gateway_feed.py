@@ -84,6 +84,7 @@ def test_subscribe_makes_ticks_flow_to_the_cache_and_ev_l1(start_sim, trader, ru
     )  # fmt: skip
     quote = trader.api.get("/marketdata/AAPL/last").json_body
     assert (quote["bid"], quote["ask"], quote["last"]) == ("191.24", "191.26", "191.25")
+    assert (quote["bid_size"], quote["ask_size"]) == ("300", "300")  # not ib_async's float "300.0"
     ticks = [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in get_redis().xrange(L1_STREAM)]
     assert ticks, "no tick on ev.l1"
     assert {tick["instrument_id"] for tick in ticks} == {aapl["instrument_id"]}

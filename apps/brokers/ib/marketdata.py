@@ -131,7 +131,8 @@ def _number(value: Any) -> Decimal | None:
     number = float(value)
     if math.isnan(number) or math.isinf(number) or number < 0:
         return None
-    return Decimal(repr(number))
+    # ib_async hands sizes (and round prices) over as floats: 300.0 is the decimal 300
+    return Decimal(int(number)) if number.is_integer() else Decimal(repr(number))
 
 
 def _now() -> str:
