@@ -15,40 +15,22 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
 
+from _shared import free_port, machine
+
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "32"))
 DURATION = os.environ.get("BENCH_DURATION", "15s")
 TARGET_RPS, TARGET_P99_MS = 1000, 25.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{os.cpu_count()} cores, {cpu}, Python {platform.python_version()}"
 
 
 def ensure_wrk() -> str:

@@ -29,9 +29,7 @@ import contextlib
 import http.client
 import json
 import os
-import platform
 import random
-import socket
 import subprocess
 import sys
 import threading
@@ -42,6 +40,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from _shared import free_port, machine, percentile
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 ORDERS = int(os.environ.get("BENCH_GATEWAY_ORDERS", "300"))
@@ -51,30 +51,6 @@ TARGET_ROUTED_P95_MS, TARGET_RECONCILE_S = 50.0, 10.0
 PASSWORD = "bench-password-123"
 TENANT = "bench-gw"
 CLIENT_ID = 11
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    with contextlib.suppress(OSError, StopIteration):
-        cpu = next(
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        )
-    return f"{os.cpu_count()} cores, {cpu}, Python {platform.python_version()}"
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 def procfile() -> dict[str, str]:

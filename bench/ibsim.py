@@ -27,8 +27,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
-import os
-import platform
 import socket
 import statistics
 import struct
@@ -37,28 +35,13 @@ import sys
 import time
 from pathlib import Path
 
+from _shared import free_port, machine
 from ib_async import IB, MarketOrder, Stock
 from ib_async.client import Client
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_RATE = 2_000
 TARGET_P99_MS = 5.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def start_server(port: int) -> subprocess.Popen[bytes]:
@@ -319,7 +302,7 @@ def main() -> None:
     def verdict(rate: float) -> str:
         return "ok" if rate >= TARGET_RATE else "BELOW TARGET"
 
-    print(f"machine: {os.cpu_count()} cores, {cpu_model()}, Python {platform.python_version()}")
+    print(f"machine: {machine()}")
     print(f"ibsim (server version 178, rate limit off, own process), {args.orders} market orders of 1 share")
     print(
         f"  protocol path, one ib_async client  {protocol_rate:7.0f} orders/s   target >= {TARGET_RATE}   "

@@ -18,9 +18,7 @@ import contextlib
 import http.client
 import json
 import os
-import platform
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,36 +27,14 @@ import time
 import urllib.request
 from pathlib import Path
 
+from _shared import free_port, machine, percentile
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 CLIENTS = int(os.environ.get("BENCH_CLIENTS", "32"))
 SECONDS = float(os.environ.get("BENCH_SECONDS", "15"))
 TARGET_RATE, TARGET_POST_P99_MS, TARGET_FILL_P99_MS = 300, 50.0, 100.0
 PASSWORD = "bench-password-123"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    with contextlib.suppress(OSError, StopIteration):
-        cpu = next(
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        )
-    return f"{os.cpu_count()} cores, {cpu}, Python {platform.python_version()}"
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 def prepare() -> str:

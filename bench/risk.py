@@ -26,9 +26,7 @@ prices and the bench account's command stream. `make bench` gives both of its ow
 
 from __future__ import annotations
 
-import contextlib
 import os
-import platform
 import random
 import statistics
 import sys
@@ -39,6 +37,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from _shared import machine, percentile
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 SECONDS = float(os.environ.get("BENCH_RISK_SECONDS", "2"))
@@ -46,24 +46,6 @@ ORDERS = int(os.environ.get("BENCH_RISK_ORDERS", "300"))
 POSITIONS = int(os.environ.get("BENCH_RISK_POSITIONS", "500"))
 TARGET_ADDED_P99_MS = 2.0
 PASSWORD = "bench-password-123"
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    with contextlib.suppress(OSError, StopIteration):
-        cpu = next(
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        )
-    return f"{os.cpu_count()} cores, {cpu}, Python {platform.python_version()}"
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 # -- 1. the pure pipeline ------------------------------------------------------------------------
